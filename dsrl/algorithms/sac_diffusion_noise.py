@@ -1,0 +1,232 @@
+"""DSRL-NA (noise aliasing): SAC in the base policy's noise space with a critic on real actions."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from stable_baselines3 import SAC
+from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.utils import polyak_update
+
+from dsrl.algorithms.policies import NoiseAliasingPolicy
+from dsrl.base_policies.base import NoisePolicy
+from dsrl.envs.noise_space import NoiseBox
+
+COMBINE_TYPES = ("min", "mean")
+
+
+def combine(q_values: torch.Tensor, how: str) -> torch.Tensor:
+    """Combine an ensemble's values (n, B, 1) into (B, 1) by ``min`` or ``mean``."""
+    return q_values.min(dim=0).values if how == "min" else q_values.mean(dim=0)
+
+
+class SACDiffusionNoise(SAC):
+    """DSRL-NA: steer a frozen diffusion/flow policy by learning the noise it denoises.
+
+    The environment acts in real action chunks (``env.action_space``, flattened
+    (chunk * action_dim,), normalised to [-1, 1]) and the replay buffer stores
+    them. Each gradient step trains
+
+    - Q_A(s, a) (``critic``) on stored chunks, with the TD target
+      ``r + γ (1 - d) [combine_i Q_A,i'(s', π_dp(s', w')) - α log π_W(w'|s')]``,
+      where w' comes from the noise actor;
+    - the actor π_W(w | s) against Q_W, SAC-style, in ``Box(±action_magnitude)``.
+
+    After the ``gradient_steps`` of a ``train`` call, Q_W (``noise_critic``) is
+    distilled from Q_A for ``noise_critic_grad_steps`` steps: for noise
+    w ~ N(0, I) clipped to ±``action_magnitude`` (the range the actor can
+    output), each Q_W,i(s, w) regresses onto Q_A,i(s, π_dp(s, w)).
+
+    :param policy: policy class (``NoiseAliasingPolicy`` or its name "NoiseAliasingPolicy")
+    :param env: VecEnv of action-chunk envs
+    :param base_policy: the frozen noise policy π_dp; not saved with the model
+        (pass it again to :meth:`load`)
+    :param action_magnitude: bound of the noise action space
+    :param noise_critic_grad_steps: distillation steps of Q_W per ``train`` call
+    :param critic_backup_combine_type: ``min`` or ``mean`` over the critic ensemble,
+        in the TD target and in the actor's objective
+    :param backup_entropy: subtract the entropy term in the TD target
+    :param kwargs: SB3 ``SAC`` arguments (``gradient_steps`` is the update-to-data ratio)
+    """
+
+    policy_aliases = {"NoiseAliasingPolicy": NoiseAliasingPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[NoiseAliasingPolicy],
+        env: GymEnv | str,
+        base_policy: Optional[NoisePolicy] = None,
+        action_magnitude: float = 1.5,
+        noise_critic_grad_steps: int = 10,
+        critic_backup_combine_type: str = "min",
+        backup_entropy: bool = True,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ):
+        if critic_backup_combine_type not in COMBINE_TYPES:
+            raise ValueError(f"critic_backup_combine_type={critic_backup_combine_type!r} is not one of {COMBINE_TYPES}")
+        if action_magnitude <= 0:
+            raise ValueError(f"action_magnitude={action_magnitude} must be > 0")
+        if kwargs.get("action_noise") is not None:
+            raise ValueError("action_noise is not supported: DSRL-NA explores through the SAC actor's noise")
+        super().__init__(policy, env, _init_setup_model=False, **kwargs)
+        self.base_policy = base_policy
+        self.action_magnitude = float(action_magnitude)
+        self.noise_critic_grad_steps = noise_critic_grad_steps
+        self.critic_backup_combine_type = critic_backup_combine_type
+        self.backup_entropy = backup_entropy
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        if self.base_policy is None:
+            raise ValueError("SACDiffusionNoise needs base_policy= (also when loading a saved model)")
+        chunk_dim = self.base_policy.chunk * self.base_policy.action_dim
+        if self.action_space.shape != (chunk_dim,):
+            raise ValueError(
+                f"env action shape {self.action_space.shape} does not match the base policy's "
+                f"chunk {self.base_policy.chunk} x action_dim {self.base_policy.action_dim}"
+            )
+        if self.observation_space.shape != (self.base_policy.cond_dim,):
+            raise ValueError(
+                f"env observation shape {self.observation_space.shape} does not match the base policy's "
+                f"cond_dim {self.base_policy.cond_dim}"
+            )
+        self.noise_space = NoiseBox(self.action_magnitude, chunk_dim, seed=self.seed)
+        self.policy_kwargs = dict(self.policy_kwargs, noise_space=self.noise_space)
+        super()._setup_model()
+
+    def _create_aliases(self) -> None:
+        super()._create_aliases()
+        self.noise_critic = self.policy.noise_critic
+
+    def denoise(self, obs: torch.Tensor, scaled_noise: torch.Tensor) -> torch.Tensor:
+        """Real chunks (B, chunk * action_dim) for noise scaled to [-1, 1] (the actor's output)."""
+        base = self.base_policy
+        noise = (self.action_magnitude * scaled_noise).view(-1, base.chunk, base.action_dim)
+        return base(obs, noise).reshape(obs.shape[0], -1)
+
+    def predict_noise(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """The actor's noise (n, chunk * action_dim) in ±``action_magnitude``."""
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Real action chunks (n, chunk * action_dim): the actor's noise denoised by the base policy."""
+        noise, state = self.predict_noise(observation, state, episode_start, deterministic)
+        return self.chunks_for_noise(observation, noise), state
+
+    def chunks_for_noise(self, observation: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Denoise unscaled noise (n, chunk * action_dim) under observations (n, cond_dim) or (cond_dim,)."""
+        obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=self.device)
+        single = obs.ndim == 1
+        obs = obs.view(-1, self.base_policy.cond_dim)
+        scaled = torch.as_tensor(np.asarray(noise), dtype=torch.float32, device=self.device).view(len(obs), -1)
+        chunks = self.denoise(obs, scaled / self.action_magnitude).cpu().numpy()
+        return chunks[0] if single else chunks
+
+    def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Base-policy noise (N(0, I) clipped) during warm-up, then the actor's; both denoised to chunks."""
+        if self.num_timesteps < learning_starts:
+            noise = np.stack([self.noise_space.sample() for _ in range(n_envs)])
+        else:
+            noise, _ = self.predict_noise(self._last_obs, deterministic=False)
+        chunks = self.chunks_for_noise(self._last_obs, noise)
+        return chunks, chunks
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer, self.noise_critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        how = self.critic_backup_combine_type
+        stats: dict[str, list[torch.Tensor]] = {"ent_coef": [], "ent_coef_loss": [], "actor_loss": [], "critic_loss": []}
+
+        for gradient_step in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            noise_pi, log_prob = self.actor.action_log_prob(data.observations)
+            log_prob = log_prob.reshape(-1, 1)
+
+            if self.ent_coef_optimizer is not None:
+                ent_coef = torch.exp(self.log_ent_coef.detach())
+                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+                stats["ent_coef_loss"].append(ent_coef_loss.detach())
+            else:
+                ent_coef = self.ent_coef_tensor
+            stats["ent_coef"].append(ent_coef.detach().reshape(()))
+
+            with torch.no_grad():
+                next_noise, next_log_prob = self.actor.action_log_prob(data.next_observations)
+                next_actions = self.denoise(data.next_observations, next_noise)
+                next_q = combine(self.critic_target.all_q(data.next_observations, next_actions), how)
+                if self.backup_entropy:
+                    next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
+                target_q = data.rewards + (1 - data.dones) * self.gamma * next_q
+
+            current_q = self.critic.all_q(data.observations, data.actions)
+            critic_loss = 0.5 * F.mse_loss(current_q, target_q.expand_as(current_q), reduction="none").mean(
+                dim=(1, 2)
+            ).sum()
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+            stats["critic_loss"].append(critic_loss.detach())
+
+            q_pi = combine(self.noise_critic.all_q(data.observations, noise_pi), how)
+            actor_loss = (ent_coef * log_prob - q_pi).mean()
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+            stats["actor_loss"].append(actor_loss.detach())
+
+            if gradient_step % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+
+        noise_critic_losses = [self._distill_noise_critic(batch_size) for _ in range(self.noise_critic_grad_steps)]
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in stats.items():
+            if values:
+                self.logger.record(f"train/{key}", torch.stack(values).mean().item())
+        if noise_critic_losses:
+            self.logger.record("train/noise_critic_loss", torch.stack(noise_critic_losses).mean().item())
+
+    def _distill_noise_critic(self, batch_size: int) -> torch.Tensor:
+        """One regression step of Q_W(s, w) onto Q_A(s, π_dp(s, w)); returns the detached loss."""
+        obs = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env).observations
+        noise = torch.randn(batch_size, self.noise_space.shape[0], device=self.device)
+        scaled = noise.clamp(-self.action_magnitude, self.action_magnitude) / self.action_magnitude
+        with torch.no_grad():
+            target = self.critic.all_q(obs, self.denoise(obs, scaled))
+        prediction = self.noise_critic.all_q(obs, scaled)
+        loss = 0.5 * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2)).sum()
+        self.noise_critic.optimizer.zero_grad()
+        loss.backward()
+        self.noise_critic.optimizer.step()
+        return loss.detach()
+
+    def _excluded_save_params(self) -> list[str]:
+        return super()._excluded_save_params() + ["base_policy", "noise_critic"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()
+        return state_dicts + ["noise_critic.optimizer"], variables

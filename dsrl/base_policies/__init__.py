@@ -1,0 +1,16 @@
+"""Frozen, noise-controllable base policies (diffusion with DDIM, flow with Euler steps)."""
+
+from dsrl.base_policies.base import NoisePolicy
+from dsrl.base_policies.diffusion import DiffusionPolicy
+from dsrl.base_policies.factory import build_base_policy, load_base_policy
+from dsrl.base_policies.flow import FlowPolicy
+from dsrl.base_policies.normalization import Normalizer
+
+__all__ = [
+    "NoisePolicy",
+    "DiffusionPolicy",
+    "FlowPolicy",
+    "Normalizer",
+    "build_base_policy",
+    "load_base_policy",
+]

@@ -1,0 +1,79 @@
+"""Build a base policy from its config mapping and load its checkpoint.
+
+The mapping (``cfg.base_policy`` in the Hydra configs) holds:
+
+- ``type``: ``diffusion`` or ``flow``;
+- ``checkpoint`` / ``normalization``: file paths (used by :func:`load_base_policy`);
+- network settings, DPPO's names: ``obs_dim``, ``action_dim``, ``horizon_steps``,
+  ``cond_steps``, ``time_dim``, ``mlp_dims``, ``cond_mlp_dims``,
+  ``activation_type``, ``out_activation_type``, ``residual_style``, ``use_layernorm``;
+- sampler settings: diffusion ``denoising_steps``, ``ddim_steps``,
+  ``denoised_clip_value``; flow ``flow_steps``, ``time_scale``; both
+  ``final_action_clip_value``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from dsrl.base_policies.base import NoisePolicy
+from dsrl.base_policies.checkpoint import load_matching, read_state_dict
+from dsrl.base_policies.diffusion import DiffusionPolicy
+from dsrl.base_policies.flow import FlowPolicy
+from dsrl.base_policies.networks import DenoiserMLP
+
+NETWORK_KEYS = {
+    "time_dim",
+    "mlp_dims",
+    "cond_mlp_dims",
+    "activation_type",
+    "out_activation_type",
+    "use_layernorm",
+    "residual_style",
+}
+SAMPLER_KEYS = {
+    "diffusion": {"denoising_steps", "ddim_steps", "denoised_clip_value", "final_action_clip_value"},
+    "flow": {"flow_steps", "time_scale", "final_action_clip_value"},
+}
+POLICY_CLASSES = {"diffusion": DiffusionPolicy, "flow": FlowPolicy}
+FILE_KEYS = {"checkpoint", "normalization"}
+SHAPE_KEYS = {"obs_dim", "action_dim", "horizon_steps", "cond_steps"}
+
+
+def build_base_policy(cfg: Mapping[str, Any]) -> NoisePolicy:
+    """A randomly initialised policy of the configured type and sizes (trainable, on CPU)."""
+    kind = cfg.get("type")
+    if kind not in POLICY_CLASSES:
+        raise ValueError(f"base_policy.type={kind!r} is not one of {sorted(POLICY_CLASSES)}")
+    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | SAMPLER_KEYS[kind]
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"base_policy has unknown key(s) {unknown} for type {kind!r}; known: {sorted(known)}")
+    for key in ("obs_dim", "action_dim", "horizon_steps"):
+        if not isinstance(cfg.get(key), int) or cfg[key] < 1:
+            raise ValueError(f"base_policy.{key}={cfg.get(key)!r} must be a positive integer")
+    cond_steps = int(cfg.get("cond_steps", 1))
+    net_kwargs = {k: cfg[k] for k in NETWORK_KEYS if k in cfg}
+    for key in ("mlp_dims", "cond_mlp_dims"):
+        if net_kwargs.get(key) is not None:
+            net_kwargs[key] = list(net_kwargs[key])
+    network = DenoiserMLP(
+        action_dim=cfg["action_dim"],
+        horizon_steps=cfg["horizon_steps"],
+        cond_dim=cfg["obs_dim"] * cond_steps,
+        **net_kwargs,
+    )
+    sampler_kwargs = {k: cfg[k] for k in SAMPLER_KEYS[kind] if k in cfg}
+    return POLICY_CLASSES[kind](network, obs_dim=cfg["obs_dim"], cond_steps=cond_steps, **sampler_kwargs)
+
+
+def load_base_policy(cfg: Mapping[str, Any], device: torch.device | str = "cpu") -> NoisePolicy:
+    """The configured policy with its checkpoint's weights, frozen, on ``device``."""
+    path = cfg.get("checkpoint")
+    if not path:
+        raise ValueError("base_policy.checkpoint is not set: give the path of a DPPO-format checkpoint")
+    policy = build_base_policy(cfg)
+    load_matching(policy, read_state_dict(path), path)
+    return policy.to(device).freeze()

@@ -1,0 +1,79 @@
+"""Observation/action normalisation from DPPO's ``normalization.npz``.
+
+The file holds ``obs_min``, ``obs_max`` (obs_dim,) and ``action_min``,
+``action_max`` (action_dim,). Observations map to [-1, 1] as
+``2 * ((obs - min) / (max - min + 1e-6) - 0.5)``; policy actions in [-1, 1]
+map back to simulator units as ``(a + 1) / 2 * (max - min) + min``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+REQUIRED_ARRAYS = ("obs_min", "obs_max", "action_min", "action_max")
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Min/max bounds of observations and actions, in simulator units."""
+
+    obs_min: np.ndarray
+    obs_max: np.ndarray
+    action_min: np.ndarray
+    action_max: np.ndarray
+
+    @property
+    def obs_dim(self) -> int:
+        return self.obs_min.shape[0]
+
+    @property
+    def action_dim(self) -> int:
+        return self.action_min.shape[0]
+
+    @classmethod
+    def load(cls, path: str) -> "Normalizer":
+        """Read a normalisation file; a missing file or array raises an error naming it."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"normalization file {path!r} does not exist")
+        with np.load(path) as data:
+            missing = [k for k in REQUIRED_ARRAYS if k not in data.files]
+            if missing:
+                raise ValueError(
+                    f"normalization file {path!r} lacks array(s) {missing}; it has {sorted(data.files)}"
+                )
+            arrays = {k: np.asarray(data[k], dtype=np.float32).reshape(-1) for k in REQUIRED_ARRAYS}
+        for kind in ("obs", "action"):
+            lo, hi = arrays[f"{kind}_min"], arrays[f"{kind}_max"]
+            if lo.shape != hi.shape:
+                raise ValueError(
+                    f"normalization file {path!r}: {kind}_min has shape {lo.shape}, {kind}_max {hi.shape}"
+                )
+        return cls(**arrays)
+
+    @classmethod
+    def fit(cls, obs: np.ndarray, actions: np.ndarray) -> "Normalizer":
+        """Bounds of a dataset: obs (N, obs_dim), actions (N, action_dim)."""
+        return cls(
+            obs.min(0).astype(np.float32),
+            obs.max(0).astype(np.float32),
+            actions.min(0).astype(np.float32),
+            actions.max(0).astype(np.float32),
+        )
+
+    def save(self, path: str) -> None:
+        np.savez(path, **{k: getattr(self, k) for k in REQUIRED_ARRAYS})
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        return (2 * ((obs - self.obs_min) / (self.obs_max - self.obs_min + EPS) - 0.5)).astype(np.float32)
+
+    def normalize_action(self, action: np.ndarray) -> np.ndarray:
+        return (2 * ((action - self.action_min) / (self.action_max - self.action_min + EPS) - 0.5)).astype(
+            np.float32
+        )
+
+    def unnormalize_action(self, action: np.ndarray) -> np.ndarray:
+        return (action + 1) / 2 * (self.action_max - self.action_min) + self.action_min

@@ -1,0 +1,66 @@
+"""Config helpers: repository-relative paths and checks that fail before anything is built."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ALGORITHMS = ("dsrl_na", "dsrl_sac")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def repo_path(relative: str) -> str:
+    """Absolute path of a file shipped in the repository (``${repo:checkpoints/...}`` in configs)."""
+    return str(REPO_ROOT / relative)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("repo"):
+        OmegaConf.register_new_resolver("repo", repo_path)
+
+
+register_resolvers()
+
+
+def user_path(path: str) -> str:
+    """A user-given path, relative to the directory the command was started from."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Raise a ValueError naming the field and value of the first invalid setting."""
+    if cfg.algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={cfg.algorithm!r} is not one of {ALGORITHMS}")
+    train = cfg.train
+    if not train.action_magnitude > 0:
+        raise ValueError(f"train.action_magnitude={train.action_magnitude} must be > 0")
+    if not isinstance(train.utd, int) or train.utd < 1:
+        raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
+    if train.critic_backup_combine_type not in ("min", "mean"):
+        raise ValueError(f"train.critic_backup_combine_type={train.critic_backup_combine_type!r} is not min or mean")
+    if cfg.wandb.mode not in WANDB_MODES:
+        raise ValueError(f"wandb.mode={cfg.wandb.mode!r} is not one of {WANDB_MODES}")
+    for key in ("checkpoint", "normalization"):
+        path = cfg.base_policy.get(key)
+        if not path or not os.path.isfile(user_path(path)):
+            raise FileNotFoundError(
+                f"base_policy.{key}={path!r} does not exist. Put a DPPO-format checkpoint and its "
+                f"normalization.npz there, or point base_policy.{key}=... at your own files "
+                f"(README, 'Base policies', says how to make them)."
+            )
+
+
+def compose_task_config(config_file: str, overrides: list[str] = ()) -> DictConfig:
+    """The config a ``train_dsrl.py --config-path=DIR --config-name=NAME`` run would get, with overrides.
+
+    ``run_dir`` refers to Hydra's output directory, so callers outside a Hydra
+    run must override it.
+    """
+    from hydra import compose, initialize_config_dir
+
+    path = Path(user_path(config_file))
+    with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
+        return compose(config_name=path.name, overrides=list(overrides))

@@ -1,0 +1,79 @@
+"""Build the chunked, normalised environments a run trains and evaluates on.
+
+``env`` config keys: ``suite`` (``gym`` | ``steering``), ``name`` (the suite's
+task id), ``kwargs`` (passed to the simulator's constructor),
+``max_episode_steps`` (simulator steps), ``n_envs`` / ``n_eval_envs`` and
+``vec_env`` (``dummy`` | ``subproc``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Mapping
+
+import gymnasium as gym
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from dsrl.base_policies.normalization import Normalizer
+from dsrl.envs.steering import SteeringEnv
+from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
+
+
+def make_gym_env(name: str, max_episode_steps: int, **kwargs: Any) -> gym.Env:
+    return gym.make(name, max_episode_steps=max_episode_steps, **kwargs)
+
+
+def make_steering_env(name: str, max_episode_steps: int, **kwargs: Any) -> gym.Env:
+    return SteeringEnv(**kwargs)
+
+
+def check_gym_name(name: str) -> None:
+    try:
+        gym.spec(name)
+    except gym.error.Error as exc:
+        raise ValueError(f"env.name={name!r} is not a registered gymnasium env ({exc})") from None
+
+
+def check_steering_name(name: str) -> None:
+    if name != "steering":
+        raise ValueError(f"env.name={name!r}: the steering suite has one task, 'steering'")
+
+
+SUITES: dict[str, tuple[Callable[..., gym.Env], Callable[[str], None]]] = {
+    "gym": (make_gym_env, check_gym_name),
+    "steering": (make_steering_env, check_steering_name),
+}
+VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+
+
+def check_env_config(env_cfg: Mapping[str, Any]) -> None:
+    """Raise a ValueError naming the field for an unknown suite, task or vec_env, before anything is built."""
+    suite = env_cfg.get("suite")
+    if suite not in SUITES:
+        raise ValueError(f"env.suite={suite!r} is not one of {sorted(SUITES)}")
+    SUITES[suite][1](env_cfg.get("name"))
+    if env_cfg.get("vec_env") not in VEC_ENVS:
+        raise ValueError(f"env.vec_env={env_cfg.get('vec_env')!r} is not one of {sorted(VEC_ENVS)}")
+    for key in ("max_episode_steps", "n_envs", "n_eval_envs"):
+        if not isinstance(env_cfg.get(key), int) or env_cfg[key] < 1:
+            raise ValueError(f"env.{key}={env_cfg.get(key)!r} must be a positive integer")
+
+
+def make_env(env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int) -> gym.Env:
+    """One env: simulator -> NormalizeWrapper -> ActionChunkWrapper -> Monitor (records ``is_success``)."""
+    make_sim = SUITES[env_cfg["suite"]][0]
+    sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **dict(env_cfg.get("kwargs") or {}))
+    env = NormalizeWrapper(sim, normalizer)
+    env = ActionChunkWrapper(env, chunk, env_cfg["max_episode_steps"], cond_steps)
+    return Monitor(env, info_keywords=("is_success",))
+
+
+def make_vec_env(
+    env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int, n_envs: int
+) -> VecEnv:
+    """``n_envs`` copies of :func:`make_env` in the configured VecEnv (seed it with ``venv.seed``)."""
+    check_env_config(env_cfg)
+    env_cfg = dict(env_cfg)
+    factory = partial(make_env, env_cfg, normalizer, chunk, cond_steps)
+    return VEC_ENVS[env_cfg["vec_env"]]([factory] * n_envs)

@@ -1,0 +1,77 @@
+"""Offline transitions from a DPPO dataset npz, cut into action chunks for DSRL-NA's replay buffer.
+
+The npz holds ``states`` (N, obs_dim) and ``actions`` (N, action_dim), both
+normalised to [-1, 1] as in DPPO's ``train.npz``, ``rewards`` (N,),
+``terminals`` (N,) and ``traj_lengths`` (n_traj,) summing to N.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from stable_baselines3.common.buffers import ReplayBuffer
+
+REQUIRED_KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
+
+
+def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict[str, np.ndarray]:
+    """One transition per dataset step: (obs, chunk of actions, summed reward, obs after the chunk, done).
+
+    Chunks near a trajectory's end are padded with its last action; the
+    reward sums the steps actually in the trajectory, each minus ``reward_offset``.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"train.load_offline_data={path!r} does not exist")
+    with np.load(path) as data:
+        missing = [k for k in REQUIRED_KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"offline dataset {path!r} lacks {missing}; it has {sorted(data.files)}")
+        states, actions = data["states"].astype(np.float32), data["actions"].astype(np.float32)
+        rewards, terminals = data["rewards"].astype(np.float32), data["terminals"].astype(bool)
+        lengths = data["traj_lengths"].astype(int)
+    if lengths.sum() != len(states) or not len(states) == len(actions) == len(rewards) == len(terminals):
+        raise ValueError(
+            f"offline dataset {path!r}: traj_lengths sum to {lengths.sum()}, but states/actions/rewards/terminals "
+            f"have {len(states)}/{len(actions)}/{len(rewards)}/{len(terminals)} rows"
+        )
+    out: dict[str, list] = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "dones": []}
+    start = 0
+    for length in lengths:
+        s, a = states[start : start + length], actions[start : start + length]
+        r, d = rewards[start : start + length] - reward_offset, terminals[start : start + length]
+        padded = np.concatenate([a, np.repeat(a[-1:], chunk - 1, axis=0)])
+        for t in range(length):
+            end = min(t + chunk, length)
+            out["obs"].append(s[t])
+            out["next_obs"].append(s[min(end, length - 1)])
+            out["actions"].append(padded[t : t + chunk].reshape(-1))
+            out["rewards"].append(r[t:end].sum())
+            out["dones"].append(d[t:end].any())
+        start += length
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def add_to_replay_buffer(buffer: ReplayBuffer, transitions: dict[str, np.ndarray]) -> int:
+    """Write transitions into ``buffer`` row by row across its env slots; returns how many were added.
+
+    The last ``len % n_envs`` transitions are left out, since a buffer row
+    holds one transition per env slot.
+    """
+    n_envs = buffer.n_envs
+    rows = len(transitions["obs"]) // n_envs
+    if rows > buffer.buffer_size - buffer.pos:
+        raise ValueError(
+            f"offline data needs {rows} buffer rows but the replay buffer has {buffer.buffer_size - buffer.pos} free"
+        )
+    for row in range(rows):
+        part = slice(row * n_envs, (row + 1) * n_envs)
+        buffer.add(
+            transitions["obs"][part],
+            transitions["next_obs"][part],
+            transitions["actions"][part],
+            transitions["rewards"][part],
+            transitions["dones"][part],
+            [{} for _ in range(n_envs)],
+        )
+    return rows * n_envs

@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dsrl",
+    version="0.1.0",
+    description="DSRL: steering pretrained diffusion and flow policies with latent-noise reinforcement learning",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["dsrl", "dsrl.*"]),
+    package_data={"dsrl.conf": ["*.yaml"]},
+    install_requires=[
+        "torch>=2.2",
+        "numpy>=1.24,<2",  # robomimic 0.3.0 / robosuite 1.4.1 need numpy 1.x
+        "gymnasium[mujoco]>=1.0,<2",
+        "mujoco==3.3.7",  # mujoco 4.x breaks robosuite 1.4.1
+        "stable-baselines3>=2.4,<3",
+        "hydra-core>=1.3,<1.4",
+        "omegaconf>=2.3",
+        "wandb>=0.17",
+        "tensorboard>=2.14",
+        "h5py>=3.9",
+        "tqdm",
+        "rich",
+        "pyyaml",
+        "imageio>=2.30",
+        "matplotlib>=3.7",
+        "robosuite==1.4.1",  # the version DPPO's env_meta files were made with
+        "robomimic==0.3.0",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+)

@@ -1,0 +1,150 @@
+"""Env wrappers: chunk execution, truncation, history, normalisation, the noise-action VecEnv."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from dsrl.base_policies import Normalizer
+from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
+from dsrl.envs.factory import check_env_config, make_vec_env
+from dsrl.envs.noise_space import NoiseBox
+from dsrl.envs.steering import SteeringEnv, collect_demonstrations
+from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
+
+
+class CounterEnv(gym.Env):
+    """Observation = step count; reward = the action's first entry; terminates at step ``end``."""
+
+    def __init__(self, end=100, success_at=None):
+        self.observation_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = spaces.Box(-1, 1, (2,), np.float32)
+        self.end, self.success_at, self.t = end, success_at, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        info = {"is_success": self.t == self.success_at}
+        return np.array([self.t], np.float32), float(action[0]), self.t >= self.end, False, info
+
+
+def test_chunk_sums_rewards_and_counts_sim_steps():
+    env = ActionChunkWrapper(CounterEnv(), chunk=3, max_episode_steps=50)
+    assert env.action_space.shape == (6,)
+    env.reset()
+    obs, reward, terminated, truncated, info = env.step(np.array([0.5, 0, 0.25, 0, 1.0, 0]))
+    assert obs.tolist() == [3.0] and reward == pytest.approx(1.75)
+    assert info["sim_steps"] == 3 and not terminated and not truncated
+
+
+def test_chunk_stops_at_first_termination_and_keeps_success():
+    env = ActionChunkWrapper(CounterEnv(end=7, success_at=6), chunk=4, max_episode_steps=50)
+    env.reset()
+    env.step(np.ones(8))
+    obs, reward, terminated, _, info = env.step(np.ones(8))
+    assert terminated and info["sim_steps"] == 3 and obs.tolist() == [7.0] and reward == 3.0
+    assert info["is_success"], "success reported inside the chunk must survive to the chunk's info"
+
+
+def test_truncates_at_max_episode_steps_in_simulator_steps():
+    env = ActionChunkWrapper(CounterEnv(), chunk=4, max_episode_steps=10)
+    env.reset()
+    results = [env.step(np.zeros(8)) for _ in range(3)]
+    assert [r[3] for r in results] == [False, False, True]
+    assert results[-1][4]["sim_steps"] == 2 and results[-1][0].tolist() == [10.0]
+
+
+def test_observation_history_oldest_first():
+    env = ActionChunkWrapper(CounterEnv(), chunk=2, max_episode_steps=50, cond_steps=3)
+    obs, _ = env.reset()
+    assert obs.tolist() == [0.0, 0.0, 0.0]
+    obs, *_ = env.step(np.zeros(4))
+    assert obs.tolist() == [0.0, 1.0, 2.0]
+    obs, *_ = env.step(np.zeros(4))
+    assert obs.tolist() == [2.0, 3.0, 4.0]
+
+
+def test_normalize_wrapper_maps_both_ways_and_checks_dims():
+    norm = Normalizer(np.array([0.0], np.float32), np.array([10.0], np.float32),
+                      np.array([-2.0, 0.0], np.float32), np.array([2.0, 4.0], np.float32))
+    env = NormalizeWrapper(CounterEnv(), norm)
+    env.reset()
+    obs, reward, *_ = env.step(np.array([0.5, 0.0]))
+    assert obs[0] == pytest.approx(-0.8, abs=1e-5) and reward == pytest.approx(1.0)
+    wrong = Normalizer(np.zeros(3, np.float32), np.ones(3, np.float32), np.zeros(2, np.float32), np.ones(2, np.float32))
+    with pytest.raises(ValueError, match="obs_min has 3 dims, the env observes 1"):
+        NormalizeWrapper(CounterEnv(), wrong)
+
+
+def test_noise_box_samples_clipped_gaussian():
+    box = NoiseBox(1.5, 1000, seed=0)
+    draw = box.sample()
+    assert draw.shape == (1000,) and np.abs(draw).max() <= 1.5
+    assert 0.05 < np.mean(np.abs(draw) == 1.5) < 0.25, "about 13% of N(0,1) draws lie beyond 1.5"
+    with pytest.raises(ValueError, match="action_magnitude=0"):
+        NoiseBox(0, 3)
+
+
+def steering_venv(n_envs, normalizer):
+    cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=n_envs, n_eval_envs=1, vec_env="dummy")
+    return make_vec_env(cfg, normalizer, chunk=4, cond_steps=1, n_envs=n_envs)
+
+
+def test_diffusion_env_wrapper_denoises_once_with_current_obs(small_policy):
+    from dsrl.base_policies import build_base_policy
+    from conftest import SMALL_POLICY
+
+    torch.manual_seed(0)
+    policy = build_base_policy(dict(SMALL_POLICY, obs_dim=2)).freeze()
+    norm = Normalizer(np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32))
+    venv = DiffusionPolicyEnvWrapper(steering_venv(3, norm), policy, action_magnitude=2.0)
+    assert venv.action_space.shape == (8,) and venv.action_space.high.max() == 2.0
+    obs = venv.reset()
+    noise = np.random.default_rng(0).uniform(-2, 2, (3, 8)).astype(np.float32)
+    expected = policy(torch.as_tensor(obs), torch.as_tensor(noise).view(3, 4, 2)).reshape(3, -1).numpy()
+    _, _, _, infos = venv.step(noise)
+    np.testing.assert_allclose(np.stack([i["action_chunk"] for i in infos]), expected)
+    with pytest.raises(ValueError, match="does not match the base policy"):
+        DiffusionPolicyEnvWrapper(steering_venv(1, norm), small_policy, action_magnitude=1.0)
+
+
+def test_env_config_errors_name_the_field():
+    good = dict(suite="gym", name="Hopper-v5", max_episode_steps=10, n_envs=1, n_eval_envs=1, vec_env="dummy")
+    check_env_config(good)
+    with pytest.raises(ValueError, match="env.suite='atari'"):
+        check_env_config(dict(good, suite="atari"))
+    with pytest.raises(ValueError, match="env.name='Hopper-v99'"):
+        check_env_config(dict(good, name="Hopper-v99"))
+    with pytest.raises(ValueError, match="env.vec_env='threads'"):
+        check_env_config(dict(good, vec_env="threads"))
+    with pytest.raises(ValueError, match="env.n_envs=0"):
+        check_env_config(dict(good, n_envs=0))
+
+
+def test_steering_demonstrations_are_bimodal_and_half_successful():
+    obs, chunks, success = collect_demonstrations(200, chunk=4, seed=0)
+    assert obs.shape[0] == chunks.shape[0] and chunks.shape[1:] == (4, 2)
+    assert 0.4 < success < 0.6
+    first_moves = chunks[np.isclose(obs[:, 1], -1.0, atol=0.06), 0, 0]
+    assert (first_moves > 0.2).mean() > 0.35 and (first_moves < -0.2).mean() > 0.35
+
+
+def test_steering_env_rewards_only_the_right_goal():
+    env = SteeringEnv()
+    env.reset(seed=0)
+    for _ in range(40):
+        _, reward, terminated, _, info = env.step(np.array([0.45, 1.0]))
+        if terminated:
+            break
+    assert terminated and info["is_success"] and reward == 1.0
+    env.reset(seed=0)
+    for _ in range(40):
+        _, reward, terminated, _, info = env.step(np.array([-0.45, 1.0]))
+        if terminated:
+            break
+    assert terminated and not info["is_success"] and reward == 0.0

@@ -1,0 +1,155 @@
+"""SACDiffusionNoise (DSRL-NA) and the batched critic ensemble."""
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
+
+from dsrl.algorithms.networks import EnsembleCritic
+from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
+from dsrl.base_policies import Normalizer, build_base_policy
+from dsrl.envs.factory import make_vec_env
+
+from conftest import SMALL_POLICY
+
+MAGNITUDE = 0.8
+
+
+@pytest.fixture
+def steering_policy():
+    torch.manual_seed(0)
+    return build_base_policy(dict(SMALL_POLICY, obs_dim=2)).freeze()
+
+
+def make_model(policy, **overrides):
+    norm = Normalizer(np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32))
+    cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=2, n_eval_envs=1, vec_env="dummy")
+    env = make_vec_env(cfg, norm, chunk=4, cond_steps=1, n_envs=2)
+    kwargs = dict(
+        base_policy=policy, action_magnitude=MAGNITUDE, learning_starts=20, batch_size=32, gradient_steps=2,
+        noise_critic_grad_steps=3, policy_kwargs=dict(net_arch=[32, 32], activation_fn=nn.Tanh), seed=0, device="cpu",
+    )
+    kwargs.update(overrides)
+    return SACDiffusionNoise("NoiseAliasingPolicy", env, **kwargs)
+
+
+def test_noise_actor_is_bounded_by_action_magnitude_and_predict_denoises(steering_policy):
+    model = make_model(steering_policy)
+    obs = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
+    noise, _ = model.predict_noise(obs)
+    assert noise.shape == (64, 8) and np.abs(noise).max() <= MAGNITUDE
+    assert np.abs(noise).max() > 0.5 * MAGNITUDE
+    chunks, _ = model.predict(obs, deterministic=True)
+    mean_noise, _ = model.predict_noise(obs, deterministic=True)
+    expected = steering_policy(torch.as_tensor(obs), torch.as_tensor(mean_noise).view(64, 4, 2)).reshape(64, -1)
+    np.testing.assert_allclose(chunks, expected.numpy(), atol=1e-6)
+
+
+def test_replay_buffer_stores_real_chunks(steering_policy):
+    model = make_model(steering_policy)
+    played, original = [], model.chunks_for_noise
+
+    def record(observation, noise):
+        chunks = original(observation, noise)
+        played.append(chunks)
+        return chunks
+
+    model.chunks_for_noise = record
+    model.learn(40)
+    stored = model.replay_buffer.actions[: model.replay_buffer.pos]
+    assert len(played) == 20, "one denoising per vector step (2 envs x 20 steps), warm-up included"
+    np.testing.assert_array_equal(stored, np.stack(played))
+
+
+def test_distillation_noise_respects_action_magnitude(steering_policy):
+    model = make_model(steering_policy)
+    model.learn(30)
+    seen = []
+    original = model.denoise
+
+    def spy(obs, scaled_noise):
+        seen.append(scaled_noise.detach().clone())
+        return original(obs, scaled_noise)
+
+    model.denoise = spy
+    model.train(gradient_steps=2, batch_size=256)
+    # 2 TD targets (actor's next noise) + 3 distillation batches
+    assert len(seen) == 5
+    distill = torch.cat(seen[2:])
+    assert distill.abs().max() <= 1.0, "scaled distillation noise must stay in [-1, 1], i.e. within ±action_magnitude"
+    assert (distill.abs() == 1.0).float().mean() > 0.05, "N(0, I) draws beyond the magnitude are clipped to it"
+
+
+def test_save_load_continues_training_identically(steering_policy, tmp_path):
+    model = make_model(steering_policy)
+    model.learn(60)
+    model.save(tmp_path / "model.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    assert "base_policy" in model._excluded_save_params(), "the base policy is referenced by config, not pickled"
+    loaded = SACDiffusionNoise.load(tmp_path / "model.zip", env=model.get_env(), base_policy=steering_policy, device="cpu")
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    loaded.set_logger(model.logger)
+    for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values()):
+        assert torch.equal(a, b)
+    assert any(k.startswith("noise_critic.") for k in loaded.policy.state_dict())
+    assert torch.equal(model.log_ent_coef, loaded.log_ent_coef)
+    for name in ("actor", "critic", "noise_critic"):
+        saved = getattr(model, name).optimizer.state_dict()["state"]
+        restored = getattr(loaded, name).optimizer.state_dict()["state"]
+        assert all(torch.equal(saved[k]["exp_avg"], restored[k]["exp_avg"]) for k in saved)
+    for m in (model, loaded):
+        torch.manual_seed(7)
+        np.random.seed(7)
+        m.train(gradient_steps=3, batch_size=32)
+    for (key, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert model.action_magnitude == loaded.action_magnitude == MAGNITUDE
+
+
+def test_load_without_base_policy_is_a_clear_error(steering_policy, tmp_path):
+    model = make_model(steering_policy)
+    model.save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match="needs base_policy="):
+        SACDiffusionNoise.load(tmp_path / "model.zip", env=model.get_env(), device="cpu")
+
+
+def test_fixed_entropy_coefficient_and_mean_backup(steering_policy):
+    model = make_model(steering_policy, ent_coef=0.05, critic_backup_combine_type="mean", backup_entropy=False)
+    model.learn(40)
+    assert model.ent_coef_optimizer is None and model.ent_coef_tensor.item() == pytest.approx(0.05)
+    values = torch.tensor([[[1.0]], [[3.0]]])
+    assert combine(values, "mean").item() == 2.0 and combine(values, "min").item() == 1.0
+
+
+def test_bad_settings_are_named(steering_policy):
+    with pytest.raises(ValueError, match="action_magnitude=0"):
+        make_model(steering_policy, action_magnitude=0.0)
+    with pytest.raises(ValueError, match="critic_backup_combine_type='max'"):
+        make_model(steering_policy, critic_backup_combine_type="max")
+    wrong = build_base_policy(dict(SMALL_POLICY, obs_dim=2, action_dim=3))
+    with pytest.raises(ValueError, match=r"env action shape \(8,\) does not match"):
+        make_model(wrong)
+
+
+def test_ensemble_critic_equals_separate_critics():
+    from gymnasium import spaces
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    obs_space = spaces.Box(-1, 1, (5,))
+    act_space = spaces.Box(-1, 1, (3,))
+    critic = EnsembleCritic(obs_space, act_space, [16, 16], FlattenExtractor(obs_space), 5, nn.Tanh, n_critics=3)
+    obs, actions = torch.randn(7, 5), torch.randn(7, 3)
+    outputs = critic(obs, actions)
+    assert len(outputs) == 3 and outputs[0].shape == (7, 1)
+    layers = list(critic.q_net)
+    for member, value in enumerate(outputs):
+        x = torch.cat([obs, actions], dim=1)
+        for layer in layers:
+            if hasattr(layer, "weight") and layer.weight.ndim == 3 and layer.weight.shape[1] != 1:
+                x = x @ layer.weight[member] + layer.bias[member, 0]
+            elif hasattr(layer, "weight"):
+                x = nn.functional.layer_norm(x, x.shape[-1:]) * layer.weight[member, 0] + layer.bias[member, 0]
+            else:
+                x = layer(x)
+        torch.testing.assert_close(value, x)

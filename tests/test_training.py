@@ -1,0 +1,93 @@
+"""End to end: config checks, a Gym run's outputs, and DSRL solving the steering task."""
+
+import csv
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from dsrl.base_policies import Normalizer, load_base_policy
+from dsrl.config import REPO_ROOT, compose_task_config, repo_path
+from dsrl.envs.factory import make_vec_env
+from dsrl.evaluation import BasePolicyAgent, evaluate
+from dsrl.training import run
+
+from conftest import HOPPER_CONFIG, STEERING_CONFIG
+
+
+def steering_config(tmp_path, *overrides):
+    return compose_task_config(STEERING_CONFIG, [f"run_dir={tmp_path}", "wandb.mode=disabled", *overrides])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algorithm=ppo", "algorithm='ppo'"),
+        ("train.action_magnitude=0", "train.action_magnitude=0"),
+        ("train.utd=0", "train.utd=0"),
+        ("wandb.mode=cloud", "wandb.mode='cloud'"),
+        ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
+        ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
+        ("base_policy.obs_dim=3", r"key 'network.mlp_mean.layers.0.weight' has shape \(128, 26\), config expects \(128, 27\)"),
+    ],
+)
+def test_bad_config_fails_before_training_naming_field(tmp_path, override, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(steering_config(tmp_path, override))
+    assert not os.path.exists(tmp_path / "progress.csv")
+
+
+def test_shipped_steering_policy_succeeds_about_half_the_time():
+    cfg = compose_task_config(STEERING_CONFIG, ["run_dir=unused"])
+    policy = load_base_policy(dict(cfg.base_policy))
+    normalizer = Normalizer.load(cfg.base_policy.normalization)
+    env_cfg = dict(cfg.env)
+    venv = make_vec_env(env_cfg, normalizer, policy.chunk, policy.cond_steps, 8)
+    result = evaluate(BasePolicyAgent(policy, seed=0), venv, 400, deterministic=False, seed=1)
+    assert 0.25 <= result["success_rate"] <= 0.65
+    with open(repo_path("checkpoints/steering/diffusion/card.yaml")) as f:
+        assert abs(yaml.safe_load(f)["base_success_rate"] - result["success_rate"]) < 0.08
+
+
+@pytest.mark.parametrize("algorithm", ["dsrl_na", "dsrl_sac"])
+def test_dsrl_solves_the_steering_task(tmp_path, algorithm):
+    torch.manual_seed(0)
+    cfg = steering_config(
+        tmp_path, f"algorithm={algorithm}", "train.total_env_steps=4500", "eval.interval_env_steps=0",
+        "eval.n_episodes=100",
+    )
+    result = run(cfg)
+    assert result["success_rate"] >= 0.9, result
+    assert glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
+
+
+def test_gym_hopper_run_logs_evaluates_and_checkpoints(tmp_path, hopper_files):
+    """The main command on Hopper-v5 with DPPO's hopper network, shrunk to seconds."""
+    checkpoint, normalization = hopper_files
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, str(REPO_ROOT / "train_dsrl.py"), f"--config-path={os.path.dirname(HOPPER_CONFIG)}",
+        "--config-name=dsrl_hopper.yaml", f"hydra.run.dir={run_dir}", f"base_policy.checkpoint={checkpoint}",
+        f"base_policy.normalization={normalization}", "train.total_env_steps=400", "train.init_rollout_steps=40",
+        "train.utd=2", "train.layer_size=32", "env.n_envs=2", "env.n_eval_envs=2", "env.max_episode_steps=60",
+        "eval.n_episodes=2", "eval.interval_env_steps=200", "save_model_interval=200", "log_interval=1",
+    ]
+    env = dict(os.environ, WANDB_SILENT="true")
+    out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "final evaluation: success_rate=0" in out.stdout
+    with open(run_dir / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    evals = [r for r in rows if r["eval/return_mean"]]
+    assert len(evals) >= 2
+    env_steps = [int(float(r["train/env_steps"])) for r in rows if r["train/env_steps"]]
+    assert env_steps == sorted(env_steps) and env_steps[-1] >= 400
+    assert float(rows[-1]["train/gradient_steps"]) > 0
+    assert glob.glob(str(run_dir / "events.out.tfevents.*"))
+    assert glob.glob(str(run_dir / "wandb" / "offline-run-*" / "*.wandb"))
+    saved = sorted(glob.glob(str(run_dir / "checkpoints" / "model_*.zip")))
+    assert len(saved) >= 2 and not glob.glob(str(run_dir / "checkpoints" / ".*partial*"))
