@@ -22,7 +22,7 @@ from dsrl.callbacks import DSRLCallback, WandbOutputFormat
 from dsrl.config import check_run_config, user_path
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.factory import check_env_config, make_vec_env
-from dsrl.offline_data import add_to_replay_buffer, chunk_transitions
+from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 
 log = logging.getLogger(__name__)
 

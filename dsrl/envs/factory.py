@@ -1,8 +1,9 @@
 """Build the chunked, normalised environments a run trains and evaluates on.
 
-``env`` config keys: ``suite`` (``gym`` | ``steering``), ``name`` (the suite's
-task id), ``kwargs`` (passed to the simulator's constructor),
-``max_episode_steps`` (simulator steps), ``n_envs`` / ``n_eval_envs`` and
+``env`` config keys: ``suite`` (``gym`` | ``robomimic`` | ``steering``),
+``name`` (the suite's task id), ``kwargs`` (passed to the simulator's
+constructor), ``max_episode_steps`` (simulator steps), ``reward_offset``
+(subtracted from every simulator reward), ``n_envs`` / ``n_eval_envs`` and
 ``vec_env`` (``dummy`` | ``subproc``).
 """
 
@@ -16,6 +17,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from dsrl.base_policies.normalization import Normalizer
+from dsrl.envs.robomimic import check_robomimic_config, make_robomimic_env
 from dsrl.envs.steering import SteeringEnv
 from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
 
@@ -28,20 +30,21 @@ def make_steering_env(name: str, max_episode_steps: int, **kwargs: Any) -> gym.E
     return SteeringEnv(**kwargs)
 
 
-def check_gym_name(name: str) -> None:
+def check_gym_name(name: str, kwargs: dict[str, Any]) -> None:
     try:
         gym.spec(name)
     except gym.error.Error as exc:
         raise ValueError(f"env.name={name!r} is not a registered gymnasium env ({exc})") from None
 
 
-def check_steering_name(name: str) -> None:
+def check_steering_name(name: str, kwargs: dict[str, Any]) -> None:
     if name != "steering":
         raise ValueError(f"env.name={name!r}: the steering suite has one task, 'steering'")
 
 
-SUITES: dict[str, tuple[Callable[..., gym.Env], Callable[[str], None]]] = {
+SUITES: dict[str, tuple[Callable[..., gym.Env], Callable[[str, dict[str, Any]], None]]] = {
     "gym": (make_gym_env, check_gym_name),
+    "robomimic": (make_robomimic_env, check_robomimic_config),
     "steering": (make_steering_env, check_steering_name),
 }
 VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
@@ -52,7 +55,7 @@ def check_env_config(env_cfg: Mapping[str, Any]) -> None:
     suite = env_cfg.get("suite")
     if suite not in SUITES:
         raise ValueError(f"env.suite={suite!r} is not one of {sorted(SUITES)}")
-    SUITES[suite][1](env_cfg.get("name"))
+    SUITES[suite][1](env_cfg.get("name"), dict(env_cfg.get("kwargs") or {}))
     if env_cfg.get("vec_env") not in VEC_ENVS:
         raise ValueError(f"env.vec_env={env_cfg.get('vec_env')!r} is not one of {sorted(VEC_ENVS)}")
     for key in ("max_episode_steps", "n_envs", "n_eval_envs"):
@@ -61,9 +64,12 @@ def check_env_config(env_cfg: Mapping[str, Any]) -> None:
 
 
 def make_env(env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int) -> gym.Env:
-    """One env: simulator -> NormalizeWrapper -> ActionChunkWrapper -> Monitor (records ``is_success``)."""
+    """One env: simulator (reward minus ``reward_offset``) -> NormalizeWrapper -> ActionChunkWrapper -> Monitor."""
     make_sim = SUITES[env_cfg["suite"]][0]
     sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **dict(env_cfg.get("kwargs") or {}))
+    offset = float(env_cfg.get("reward_offset", 0.0))
+    if offset:
+        sim = gym.wrappers.TransformReward(sim, lambda reward: reward - offset)
     env = NormalizeWrapper(sim, normalizer)
     env = ActionChunkWrapper(env, chunk, env_cfg["max_episode_steps"], cond_steps)
     return Monitor(env, info_keywords=("is_success",))

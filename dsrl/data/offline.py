@@ -1,18 +1,13 @@
-"""Offline transitions from a DPPO dataset npz, cut into action chunks for DSRL-NA's replay buffer.
-
-The npz holds ``states`` (N, obs_dim) and ``actions`` (N, action_dim), both
-normalised to [-1, 1] as in DPPO's ``train.npz``, ``rewards`` (N,),
-``terminals`` (N,) and ``traj_lengths`` (n_traj,) summing to N.
-"""
+"""Offline transitions from a DPPO dataset (``train.npz``, see :mod:`dsrl.data.trajectories`),
+cut into action chunks for DSRL-NA's replay buffer."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
-REQUIRED_KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
+from dsrl.data.trajectories import load_dppo
+
 
 
 def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict[str, np.ndarray]:
@@ -21,25 +16,12 @@ def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict
     Chunks near a trajectory's end are padded with its last action; the
     reward sums the steps actually in the trajectory, each minus ``reward_offset``.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"train.load_offline_data={path!r} does not exist")
-    with np.load(path) as data:
-        missing = [k for k in REQUIRED_KEYS if k not in data.files]
-        if missing:
-            raise ValueError(f"offline dataset {path!r} lacks {missing}; it has {sorted(data.files)}")
-        states, actions = data["states"].astype(np.float32), data["actions"].astype(np.float32)
-        rewards, terminals = data["rewards"].astype(np.float32), data["terminals"].astype(bool)
-        lengths = data["traj_lengths"].astype(int)
-    if lengths.sum() != len(states) or not len(states) == len(actions) == len(rewards) == len(terminals):
-        raise ValueError(
-            f"offline dataset {path!r}: traj_lengths sum to {lengths.sum()}, but states/actions/rewards/terminals "
-            f"have {len(states)}/{len(actions)}/{len(rewards)}/{len(terminals)} rows"
-        )
+    data = load_dppo(path)
     out: dict[str, list] = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "dones": []}
     start = 0
-    for length in lengths:
-        s, a = states[start : start + length], actions[start : start + length]
-        r, d = rewards[start : start + length] - reward_offset, terminals[start : start + length]
+    for length in data.traj_lengths:
+        s, a = data.states[start : start + length], data.actions[start : start + length]
+        r, d = data.rewards[start : start + length] - reward_offset, data.terminals[start : start + length]
         padded = np.concatenate([a, np.repeat(a[-1:], chunk - 1, axis=0)])
         for t in range(length):
             end = min(t + chunk, length)

@@ -1,0 +1,111 @@
+"""Trajectory datasets in DPPO's npz format.
+
+A dataset directory holds ``train.npz`` with ``states`` (N, obs_dim) and
+``actions`` (N, action_dim) normalised to [-1, 1], ``rewards`` (N,),
+``terminals`` (N,) and ``traj_lengths`` (n_traj,) summing to N, plus the
+``normalization.npz`` that maps them back (see
+:mod:`dsrl.base_policies.normalization`). DPPO's own datasets load unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsrl.base_policies.normalization import Normalizer
+
+KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
+
+
+@dataclass
+class Trajectories:
+    """Concatenated trajectories, in simulator units or normalised (see where they came from)."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    traj_lengths: np.ndarray
+
+    def validate(self, source: str) -> "Trajectories":
+        """Raise a ValueError naming ``source`` and the key for mismatched lengths or non-finite values."""
+        total = int(self.traj_lengths.sum())
+        for key in ("states", "actions", "rewards", "terminals"):
+            if len(getattr(self, key)) != total:
+                raise ValueError(f"{source}: {key} has {len(getattr(self, key))} rows, traj_lengths sum to {total}")
+        for key in ("states", "actions", "rewards"):
+            bad = ~np.isfinite(getattr(self, key))
+            if bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise ValueError(f"{source}: {key} has a non-finite value at row {row}")
+        return self
+
+    @property
+    def n_trajectories(self) -> int:
+        return len(self.traj_lengths)
+
+    def save_dppo(self, directory: str, normalizer: Normalizer | None = None) -> Normalizer:
+        """Write ``train.npz`` (normalised) and ``normalization.npz``; bounds fitted to the data unless given."""
+        os.makedirs(directory, exist_ok=True)
+        normalizer = normalizer or Normalizer.fit(self.states, self.actions)
+        np.savez_compressed(
+            os.path.join(directory, "train.npz"),
+            states=normalizer.normalize_obs(self.states),
+            actions=normalizer.normalize_action(self.actions),
+            rewards=self.rewards.astype(np.float32),
+            terminals=self.terminals.astype(bool),
+            traj_lengths=self.traj_lengths.astype(np.int64),
+        )
+        normalizer.save(os.path.join(directory, "normalization.npz"))
+        return normalizer
+
+
+def load_dppo(path: str) -> Trajectories:
+    """Read a DPPO ``train.npz`` (normalised data) and check it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset {path!r} does not exist")
+    with np.load(path) as data:
+        missing = [k for k in KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"dataset {path!r} lacks key(s) {missing}; it has {sorted(data.files)}")
+        trajectories = Trajectories(
+            states=data["states"].astype(np.float32),
+            actions=data["actions"].astype(np.float32),
+            rewards=data["rewards"].astype(np.float32),
+            terminals=data["terminals"].astype(bool),
+            traj_lengths=data["traj_lengths"].astype(np.int64),
+        )
+    return trajectories.validate(path)
+
+
+def concatenate(episodes: list[dict[str, np.ndarray]]) -> Trajectories:
+    """Join per-episode dicts (``states``, ``actions``, ``rewards``, ``terminals``) into one dataset."""
+    return Trajectories(
+        states=np.concatenate([e["states"] for e in episodes]).astype(np.float32),
+        actions=np.concatenate([e["actions"] for e in episodes]).astype(np.float32),
+        rewards=np.concatenate([e["rewards"] for e in episodes]).astype(np.float32),
+        terminals=np.concatenate([e["terminals"] for e in episodes]).astype(bool),
+        traj_lengths=np.array([len(e["actions"]) for e in episodes], dtype=np.int64),
+    )
+
+
+def chunk_pairs(trajectories: Trajectories, chunk: int, cond_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Behaviour-cloning pairs, one per step: observation history and the action chunk that follows.
+
+    :return: obs (N, cond_steps * obs_dim), oldest first, the first state
+        repeated before a trajectory's start; chunks (N, chunk, action_dim),
+        padded with the trajectory's last action at its end
+    """
+    obs_out, chunk_out, start = [], [], 0
+    for length in trajectories.traj_lengths:
+        states = trajectories.states[start : start + length]
+        actions = trajectories.actions[start : start + length]
+        padded_states = np.concatenate([np.repeat(states[:1], cond_steps - 1, axis=0), states])
+        padded_actions = np.concatenate([actions, np.repeat(actions[-1:], chunk - 1, axis=0)])
+        for t in range(length):
+            obs_out.append(padded_states[t : t + cond_steps].reshape(-1))
+            chunk_out.append(padded_actions[t : t + chunk])
+        start += length
+    return np.asarray(obs_out, np.float32), np.asarray(chunk_out, np.float32)

@@ -1,0 +1,145 @@
+"""Robomimic tasks (lift, can, square, transport) as gymnasium envs with low-dimensional observations.
+
+Envs are built from a Robomimic/DPPO ``env_meta`` JSON with robomimic's own
+env utilities, pinned to robosuite 1.4.1 (the version DPPO's files and
+checkpoints were made with; 1.5 orders the ``object`` observation
+differently). robomimic 0.3.0 imports ``mujoco_py`` at module level although
+it never uses it with robosuite 1.4, so a stub module stands in for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dsrl.config import repo_path
+
+TASKS = ("lift", "can", "square", "transport")
+ARM_KEYS = ("eef_pos", "eef_quat", "gripper_qpos")
+LOW_DIM_KEYS = {
+    "lift": [f"robot0_{k}" for k in ARM_KEYS] + ["object"],
+    "can": [f"robot0_{k}" for k in ARM_KEYS] + ["object"],
+    "square": [f"robot0_{k}" for k in ARM_KEYS] + ["object"],
+    "transport": [f"robot{r}_{k}" for r in (0, 1) for k in ARM_KEYS] + ["object"],
+}
+MAX_EPISODE_STEPS = {"lift": 300, "can": 300, "square": 400, "transport": 800}
+ROBOT_KEYS = (
+    "joint_pos", "joint_pos_cos", "joint_pos_sin", "joint_vel", "eef_pos", "eef_quat", "eef_vel_lin",
+    "eef_vel_ang", "gripper_qpos", "gripper_qvel",
+)
+
+
+def env_meta_path(task: str) -> str:
+    """The shipped env_meta JSON of a task (``cfg/robomimic/env_meta/<task>.json``)."""
+    if task not in TASKS:
+        raise ValueError(f"env.name={task!r} is not a Robomimic task; known: {list(TASKS)}")
+    return repo_path(f"cfg/robomimic/env_meta/{task}.json")
+
+
+def load_env_meta(path: str) -> dict[str, Any]:
+    """Read an env_meta JSON; a missing or unparsable file, or one without env_name/env_kwargs, raises."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"env_meta file {path!r} does not exist")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"env_meta file {path!r} is not valid JSON: {exc}") from None
+    for key in ("env_name", "env_kwargs"):
+        if key not in meta:
+            raise ValueError(f"env_meta file {path!r} has no {key!r}")
+    return meta
+
+
+def check_robomimic_config(name: str, kwargs: dict[str, Any]) -> None:
+    """Check task name, env_meta file and observation keys without building a simulator."""
+    if kwargs.get("env_meta"):
+        load_env_meta(kwargs["env_meta"])
+    else:
+        env_meta_path(name)
+    robots = 2 if name == "transport" else 1
+    known = {f"robot{r}_{k}" for r in range(robots) for k in ROBOT_KEYS} | {"object"}
+    for key in kwargs.get("obs_keys") or []:
+        if key not in known:
+            raise ValueError(f"env.kwargs.obs_keys has {key!r}, which task {name!r} does not provide; known: {sorted(known)}")
+
+
+def import_robomimic_env_utils():
+    """robomimic's ``env_utils`` and ``obs_utils``, importable without mujoco_py."""
+    sys.modules.setdefault("mujoco_py", types.ModuleType("mujoco_py"))
+    import robomimic.utils.env_utils as env_utils
+    import robomimic.utils.obs_utils as obs_utils
+
+    return env_utils, obs_utils
+
+
+class RobomimicLowDimEnv(gym.Env):
+    """A Robomimic task with the listed low-dimensional observation keys, concatenated in order.
+
+    Reward is the task's sparse success reward (1 on success, else 0); with
+    ``terminate_on_success`` the episode ends at the first success.
+    ``info["is_success"]`` reports it. ``reset(seed=...)`` seeds numpy's
+    global generator, which robosuite's object placement draws from, so a
+    seed always gives the same initial scene.
+
+    :param env_meta: Robomimic env_meta dict (env name, env kwargs, controller config)
+    :param obs_keys: low-dimensional observation keys, concatenated in this order
+    :param terminate_on_success: end the episode at the first success
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, env_meta: dict[str, Any], obs_keys: Sequence[str], terminate_on_success: bool = True):
+        env_utils, obs_utils = import_robomimic_env_utils()
+        obs_utils.initialize_obs_modality_mapping_from_dict({"low_dim": list(obs_keys)})
+        self.env = env_utils.create_env_from_metadata(
+            env_meta=env_meta, render=False, render_offscreen=False, use_image_obs=False
+        )
+        self.obs_keys = list(obs_keys)
+        self.terminate_on_success = terminate_on_success
+        raw = self.env.reset()
+        missing = [k for k in self.obs_keys if k not in raw]
+        if missing:
+            raise ValueError(
+                f"env {env_meta['env_name']} provides no observation key(s) {missing}; it has {sorted(raw)}"
+            )
+        obs_dim = sum(int(np.prod(raw[k].shape)) for k in self.obs_keys)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (self.env.action_dimension,), np.float32)
+
+    def _flatten(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.ravel(raw[k]) for k in self.obs_keys]).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            np.random.seed(seed)
+        return self._flatten(self.env.reset()), {}
+
+    def step(self, action):
+        raw, reward, _, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        success = bool(self.env.is_success()["task"])
+        terminated = success and self.terminate_on_success
+        return self._flatten(raw), float(reward), terminated, False, {"is_success": success}
+
+    def close(self) -> None:
+        self.env.env.close()
+
+
+def make_robomimic_env(
+    name: str,
+    max_episode_steps: int,
+    env_meta: str | None = None,
+    obs_keys: Sequence[str] | None = None,
+    terminate_on_success: bool = True,
+) -> RobomimicLowDimEnv:
+    """A Robomimic task by name, from its shipped env_meta unless ``env_meta`` (a path) is given."""
+    meta = load_env_meta(env_meta or env_meta_path(name))
+    return RobomimicLowDimEnv(meta, obs_keys or LOW_DIM_KEYS[name], terminate_on_success)
