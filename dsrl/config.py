@@ -54,10 +54,10 @@ def check_run_config(cfg: DictConfig) -> None:
 
 
 def compose_task_config(config_file: str, overrides: list[str] = ()) -> DictConfig:
-    """The config a ``train_dsrl.py --config-path=DIR --config-name=NAME`` run would get, with overrides.
+    """The config a ``--config-path=DIR --config-name=NAME`` command would get, with overrides.
 
-    ``run_dir`` refers to Hydra's output directory, so callers outside a Hydra
-    run must override it.
+    A DSRL config's ``run_dir`` refers to Hydra's output directory, so callers
+    outside a Hydra run must override it.
     """
     from hydra import compose, initialize_config_dir
 

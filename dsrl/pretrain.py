@@ -32,20 +32,21 @@ def behaviour_clone(
     ema_decay: float = 0.995,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    on_step: Optional[Callable[[int, float], None]] = None,
+    on_step: Optional[Callable[[int, float, NoisePolicy], None]] = None,
 ) -> NoisePolicy:
     """Train ``policy`` on (obs (N, cond_dim), action chunks (N, chunk, action_dim)), both normalised.
 
     AdamW with warm-up + cosine learning rate; an exponential moving average of
-    the weights is kept and returned (DPPO's ``ema``). ``on_step(step, loss)``
-    is called after every step. ``policy`` itself holds the last raw weights.
+    the weights is kept and returned (DPPO's ``ema``). ``on_step(step, loss, ema)``
+    is called after every step (``step`` counts from 1). ``policy`` itself
+    holds the last raw weights.
     """
     if len(obs) != len(actions):
         raise ValueError(f"obs has {len(obs)} rows but actions has {len(actions)}")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     policy.to(device).train()
-    ema = copy.deepcopy(policy).requires_grad_(False)
+    ema = copy.deepcopy(policy).requires_grad_(False).eval()
     obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
     act_t = torch.as_tensor(actions, dtype=torch.float32, device=device)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
@@ -61,5 +62,5 @@ def behaviour_clone(
             for p_ema, p in zip(ema.parameters(), policy.parameters()):
                 p_ema.lerp_(p, 1.0 - ema_decay)
         if on_step is not None:
-            on_step(step, loss.item())
+            on_step(step + 1, loss.item(), ema)
     return ema.freeze()

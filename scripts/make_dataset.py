@@ -7,6 +7,14 @@ Gym (SB3 SAC expert, then a D4RL-"medium"-like dataset from a partially trained 
 Robomimic (scripted experts, written as a Robomimic hdf5 and converted):
 
     python scripts/make_dataset.py robomimic --task lift --out data/robomimic/lift
+
+The steering task of the tests (scripted two-goal demonstrations):
+
+    python scripts/make_dataset.py steering --out data/steering
+
+A Robomimic hdf5 of your own (e.g. can/mh/low_dim_v15.hdf5), converted the same way:
+
+    python scripts/make_dataset.py convert --hdf5 low_dim_v15.hdf5 --task can --out data/robomimic/can_mh
 """
 
 from __future__ import annotations
@@ -42,6 +50,51 @@ def make_gym(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def make_robomimic(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from dsrl.data.robomimic_experts import EXPERTS, run_expert_episode
+    from dsrl.data.robomimic_hdf5 import write_demos
+    from dsrl.envs.robomimic import MAX_EPISODE_STEPS, env_meta_path, load_env_meta, make_robomimic_env
+
+    env = make_robomimic_env(args.task, MAX_EPISODE_STEPS[args.task])
+    expert = EXPERTS[args.task](env, np.random.default_rng(args.seed), noise=args.noise)
+    demos, attempts = [], 0
+    with tqdm(total=args.demos, desc=f"{args.task} demos") as bar:
+        while len(demos) < args.demos:
+            steps, success = run_expert_episode(expert, args.seed * 1_000_003 + attempts, MAX_EPISODE_STEPS[args.task])
+            attempts += 1
+            if success:
+                demos.append(steps)
+                bar.update()
+    os.makedirs(args.out, exist_ok=True)
+    hdf5_path = os.path.join(args.out, "demos.hdf5")
+    write_demos(hdf5_path, load_env_meta(env_meta_path(args.task)), demos)
+    print(f"scripted {args.task} expert: {len(demos)} successes in {attempts} attempts ({len(demos) / attempts:.3f})")
+    args.hdf5 = hdf5_path
+    convert(args)
+
+
+def make_steering(args: argparse.Namespace) -> None:
+    from dsrl.envs.steering import collect_demonstrations
+
+    data, success = collect_demonstrations(args.episodes, args.seed)
+    data.save_dppo(args.out)
+    print(f"wrote {args.out}/train.npz: {args.episodes} demos, {int(data.traj_lengths.sum())} steps, success {success:.3f}")
+
+
+def convert(args: argparse.Namespace) -> None:
+    from dsrl.data.robomimic_hdf5 import read_low_dim
+    from dsrl.envs.robomimic import LOW_DIM_KEYS
+
+    data = read_low_dim(args.hdf5, LOW_DIM_KEYS[args.task])
+    data.save_dppo(args.out)
+    print(
+        f"wrote {args.out}/train.npz: {data.n_trajectories} demos, {int(data.traj_lengths.sum())} steps, "
+        f"obs_dim {data.states.shape[1]}, action_dim {data.actions.shape[1]}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="suite", required=True)
@@ -54,6 +107,23 @@ def main() -> None:
     gym_parser.add_argument("--medium-fraction", type=float, default=1 / 3, help="target return / best return")
     gym_parser.add_argument("--steps", type=int, default=200_000, help="dataset size in steps")
     gym_parser.set_defaults(func=make_gym)
+    robo_parser = sub.add_parser("robomimic", help="scripted expert -> Robomimic hdf5 -> DPPO npz")
+    robo_parser.add_argument("--task", required=True, choices=["lift", "can"])
+    robo_parser.add_argument("--out", required=True, help="output directory")
+    robo_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
+    robo_parser.add_argument("--noise", type=float, default=0.1, help="std of the Gaussian action noise")
+    robo_parser.add_argument("--seed", type=int, default=0)
+    robo_parser.set_defaults(func=make_robomimic)
+    steering_parser = sub.add_parser("steering", help="two-goal steering demonstrations")
+    steering_parser.add_argument("--out", required=True, help="output directory")
+    steering_parser.add_argument("--episodes", type=int, default=300)
+    steering_parser.add_argument("--seed", type=int, default=0)
+    steering_parser.set_defaults(func=make_steering)
+    convert_parser = sub.add_parser("convert", help="Robomimic hdf5 -> DPPO npz")
+    convert_parser.add_argument("--hdf5", required=True, help="Robomimic low-dim hdf5 file")
+    convert_parser.add_argument("--task", required=True, choices=["lift", "can", "square", "transport"])
+    convert_parser.add_argument("--out", required=True, help="output directory")
+    convert_parser.set_defaults(func=convert)
     args = parser.parse_args()
     args.func(args)
 

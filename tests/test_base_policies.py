@@ -124,7 +124,7 @@ def test_bc_loss_decreases_for_both_policy_types():
     for cfg in (SMALL_POLICY, SMALL_FLOW_POLICY):
         policy = build_base_policy(cfg)
         losses = []
-        behaviour_clone(policy, obs, actions, steps=300, batch_size=128, on_step=lambda s, l: losses.append(l))
+        behaviour_clone(policy, obs, actions, steps=300, batch_size=128, on_step=lambda step, loss, ema: losses.append(loss))
         assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:30])
 
 

@@ -9,6 +9,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from dsrl.base_policies import Normalizer
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
+from dsrl.data.trajectories import chunk_pairs
 from dsrl.envs.factory import check_env_config, make_vec_env
 from dsrl.envs.noise_space import NoiseBox
 from dsrl.envs.steering import SteeringEnv, collect_demonstrations
@@ -127,8 +128,9 @@ def test_env_config_errors_name_the_field():
 
 
 def test_steering_demonstrations_are_bimodal_and_half_successful():
-    obs, chunks, success = collect_demonstrations(200, chunk=4, seed=0)
-    assert obs.shape[0] == chunks.shape[0] and chunks.shape[1:] == (4, 2)
+    data, success = collect_demonstrations(200, seed=0)
+    obs, chunks = chunk_pairs(data, chunk=4)
+    assert obs.shape[0] == chunks.shape[0] == data.traj_lengths.sum() and chunks.shape[1:] == (4, 2)
     assert 0.4 < success < 0.6
     first_moves = chunks[np.isclose(obs[:, 1], -1.0, atol=0.06), 0, 0]
     assert (first_moves > 0.2).mean() > 0.35 and (first_moves < -0.2).mean() > 0.35

@@ -9,7 +9,8 @@ The mapping (``cfg.base_policy`` in the Hydra configs) holds:
   ``activation_type``, ``out_activation_type``, ``residual_style``, ``use_layernorm``;
 - sampler settings: diffusion ``denoising_steps``, ``ddim_steps``,
   ``denoised_clip_value``; flow ``flow_steps``, ``time_scale``; both
-  ``final_action_clip_value``.
+  ``final_action_clip_value``. A config may carry both types' settings; only
+  the configured type's are used, so switching ``type`` needs no other edit.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def build_base_policy(cfg: Mapping[str, Any]) -> NoisePolicy:
     kind = cfg.get("type")
     if kind not in POLICY_CLASSES:
         raise ValueError(f"base_policy.type={kind!r} is not one of {sorted(POLICY_CLASSES)}")
-    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | SAMPLER_KEYS[kind]
+    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | set().union(*SAMPLER_KEYS.values())
     unknown = sorted(set(cfg) - known)
     if unknown:
-        raise ValueError(f"base_policy has unknown key(s) {unknown} for type {kind!r}; known: {sorted(known)}")
+        raise ValueError(f"base_policy has unknown key(s) {unknown}; known: {sorted(known)}")
     for key in ("obs_dim", "action_dim", "horizon_steps"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
             raise ValueError(f"base_policy.{key}={cfg.get(key)!r} must be a positive integer")

@@ -87,7 +87,8 @@ class RobomimicLowDimEnv(gym.Env):
     ``terminate_on_success`` the episode ends at the first success.
     ``info["is_success"]`` reports it. ``reset(seed=...)`` seeds numpy's
     global generator, which robosuite's object placement draws from, so a
-    seed always gives the same initial scene.
+    seed always gives the same initial scene. ``raw_obs`` holds the latest
+    observation dict with every key the simulator provides.
 
     :param env_meta: Robomimic env_meta dict (env name, env kwargs, controller config)
     :param obs_keys: low-dimensional observation keys, concatenated in this order
@@ -104,7 +105,7 @@ class RobomimicLowDimEnv(gym.Env):
         )
         self.obs_keys = list(obs_keys)
         self.terminate_on_success = terminate_on_success
-        raw = self.env.reset()
+        raw = self.raw_obs = self.env.reset()
         missing = [k for k in self.obs_keys if k not in raw]
         if missing:
             raise ValueError(
@@ -121,10 +122,12 @@ class RobomimicLowDimEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             np.random.seed(seed)
-        return self._flatten(self.env.reset()), {}
+        self.raw_obs = self.env.reset()
+        return self._flatten(self.raw_obs), {}
 
     def step(self, action):
         raw, reward, _, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        self.raw_obs = raw
         success = bool(self.env.is_success()["task"])
         terminated = success and self.terminate_on_success
         return self._flatten(raw), float(reward), terminated, False, {"is_success": success}

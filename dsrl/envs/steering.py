@@ -16,6 +16,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dsrl.data.trajectories import Trajectories, concatenate
+
 GOALS = np.array([[1.0, 1.0], [-1.0, 1.0]], dtype=np.float32)
 START = np.array([0.0, -1.0], dtype=np.float32)
 
@@ -65,31 +67,23 @@ def expert_action(position: np.ndarray, goal: np.ndarray, rng: np.random.Generat
     return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def collect_demonstrations(
-    n_episodes: int, chunk: int, seed: int, max_episode_steps: int = 32
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Demonstrations that pick either goal with equal probability.
-
-    :return: observations (N, 2), action chunks (N, chunk, 2) starting at each
-        observation (padded with the last action at the episode's end), and the
-        demonstrations' success rate
-    """
+def collect_demonstrations(n_episodes: int, seed: int, max_episode_steps: int = 32) -> tuple[Trajectories, float]:
+    """Demonstrations that pick either goal with equal probability, and their success rate."""
     env = SteeringEnv()
     rng = np.random.default_rng(seed)
-    all_obs, all_chunks, successes = [], [], 0
+    episodes, successes = [], 0
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed * 100_003 + episode)
         goal = GOALS[rng.integers(2)]
-        episode_obs, episode_actions = [], []
+        steps: dict[str, list] = {"states": [], "actions": [], "rewards": [], "terminals": []}
         for _ in range(max_episode_steps):
             action = expert_action(obs, goal, rng)
-            episode_obs.append(obs)
-            episode_actions.append(action)
-            obs, _, terminated, _, info = env.step(action)
+            next_obs, reward, terminated, _, info = env.step(action)
+            for key, value in zip(steps, (obs, action, reward, terminated)):
+                steps[key].append(value)
+            obs = next_obs
             if terminated:
                 break
         successes += info["is_success"]
-        padded = np.concatenate([episode_actions, [episode_actions[-1]] * (chunk - 1)])
-        all_obs.extend(episode_obs)
-        all_chunks.extend(padded[t : t + chunk] for t in range(len(episode_actions)))
-    return np.asarray(all_obs, np.float32), np.asarray(all_chunks, np.float32), successes / n_episodes
+        episodes.append({k: np.asarray(v) for k, v in steps.items()})
+    return concatenate(episodes), successes / n_episodes

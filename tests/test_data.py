@@ -1,0 +1,137 @@
+"""Datasets: DPPO npz and Robomimic hdf5 round trips, conversion, chunking, offline transitions."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from dsrl.config import REPO_ROOT
+from dsrl.data.offline import chunk_transitions
+from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
+from dsrl.data.trajectories import Trajectories, chunk_pairs, load_dppo
+
+KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
+SIZES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 14}
+
+
+def trajectories(lengths=(3, 2)):
+    n = sum(lengths)
+    rng = np.random.default_rng(0)
+    return Trajectories(
+        states=rng.normal(size=(n, 4)).astype(np.float32),
+        actions=rng.uniform(-2, 2, (n, 2)).astype(np.float32),
+        rewards=np.arange(n, dtype=np.float32),
+        terminals=np.array([False, False, True, False, False]),
+        traj_lengths=np.array(lengths),
+    )
+
+
+def test_dppo_npz_round_trip_is_normalised(tmp_path):
+    data = trajectories()
+    normalizer = data.save_dppo(str(tmp_path))
+    loaded = load_dppo(str(tmp_path / "train.npz"))
+    assert loaded.states.min() >= -1 - 1e-5 and loaded.states.max() <= 1 + 1e-5
+    np.testing.assert_allclose(normalizer.unnormalize_action(loaded.actions), data.actions, atol=1e-4)
+    np.testing.assert_array_equal(loaded.traj_lengths, [3, 2])
+    np.testing.assert_array_equal(loaded.terminals, data.terminals)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("rewards"), r"lacks key\(s\) \['rewards'\]"),
+        (lambda d: d.update(traj_lengths=np.array([3, 3])), "states has 5 rows, traj_lengths sum to 6"),
+        (lambda d: d["actions"].__setitem__((1, 0), np.nan), "actions has a non-finite value at row 1"),
+    ],
+)
+def test_bad_dppo_npz_names_file_and_key(tmp_path, change, message):
+    data = trajectories()
+    arrays = {k: getattr(data, k).copy() for k in ("states", "actions", "rewards", "terminals", "traj_lengths")}
+    change(arrays)
+    np.savez(tmp_path / "train.npz", **arrays)
+    with pytest.raises(ValueError, match=message) as info:
+        load_dppo(str(tmp_path / "train.npz"))
+    assert "train.npz" in str(info.value)
+
+
+def test_chunk_pairs_pad_actions_and_history():
+    data = trajectories()
+    obs, chunks = chunk_pairs(data, chunk=3, cond_steps=2)
+    assert obs.shape == (5, 8) and chunks.shape == (5, 3, 2)
+    np.testing.assert_array_equal(obs[0], np.concatenate([data.states[0], data.states[0]]))
+    np.testing.assert_array_equal(obs[4], np.concatenate([data.states[3], data.states[4]]))
+    np.testing.assert_array_equal(chunks[2], data.actions[[2, 2, 2]])
+    np.testing.assert_array_equal(chunks[3], data.actions[[3, 4, 4]])
+
+
+def test_offline_transitions_sum_rewards_inside_the_trajectory(tmp_path):
+    data = trajectories()
+    data.save_dppo(str(tmp_path))
+    transitions = chunk_transitions(str(tmp_path / "train.npz"), chunk=2, reward_offset=1.0)
+    assert transitions["actions"].shape == (5, 4)
+    np.testing.assert_allclose(transitions["rewards"], [(0 - 1) + (1 - 1), (1 - 1) + (2 - 1), 2 - 1, (3 - 1) + (4 - 1), 4 - 1])
+    np.testing.assert_array_equal(transitions["dones"], [0, 1, 1, 0, 0])
+
+
+def robomimic_demo(length, rng):
+    return {
+        "obs": [{k: rng.normal(size=SIZES[k]) for k in KEYS} for _ in range(length)],
+        "actions": rng.uniform(-1, 1, (length, 7)),
+        "rewards": np.r_[np.zeros(length - 1), 1.0],
+        "dones": np.r_[np.zeros(length - 1), 1.0],
+        "states": rng.normal(size=(length, 30)),
+    }
+
+
+def test_robomimic_hdf5_round_trip_concatenates_keys_in_order(tmp_path):
+    rng = np.random.default_rng(0)
+    demos = [robomimic_demo(5, rng), robomimic_demo(3, rng)]
+    path = str(tmp_path / "demos.hdf5")
+    write_demos(path, {"env_name": "PickPlaceCan", "env_kwargs": {"control_freq": 20}}, demos)
+    with h5py.File(path, "r") as f:
+        assert f["data"].attrs["total"] == 8 and f["data/demo_1"].attrs["num_samples"] == 3
+    data = read_low_dim(path, KEYS)
+    assert data.states.shape == (8, 23) and list(data.traj_lengths) == [5, 3]
+    expected = np.concatenate([demos[1]["obs"][2][k] for k in KEYS])
+    np.testing.assert_allclose(data.states[-1], expected, rtol=1e-6)
+    assert data.terminals.tolist() == [False] * 4 + [True] + [False] * 2 + [True]
+
+
+def test_missing_robomimic_obs_key_names_file_demo_and_key(tmp_path):
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "demos.hdf5")
+    write_demos(path, {"env_name": "Lift", "env_kwargs": {}}, [robomimic_demo(4, rng)])
+    with pytest.raises(ValueError, match=r"demos.hdf5: demo_0 lacks obs key 'robot1_eef_pos'"):
+        read_low_dim(path, KEYS + ["robot1_eef_pos"])
+
+
+def test_convert_a_robomimic_format_file_like_the_released_ones(tmp_path):
+    """A file laid out as Robomimic's low_dim_v15.hdf5 (written with h5py alone) converts to DPPO npz."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "low_dim_v15.hdf5"
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_args"] = '{"env_name": "PickPlaceCan", "type": 1, "env_kwargs": {}}'
+        for i, length in enumerate([6, 4]):
+            demo = data.create_group(f"demo_{i}")
+            demo.attrs["num_samples"] = length
+            demo["actions"] = rng.uniform(-1, 1, (length, 7))
+            demo["rewards"] = np.zeros(length)
+            demo["dones"] = np.zeros(length, dtype=np.int64)
+            demo["states"] = rng.normal(size=(length, 71))
+            for key in KEYS + ["robot0_joint_pos"]:
+                demo[f"obs/{key}"] = rng.normal(size=(length, SIZES.get(key, 7)))
+        data.attrs["total"] = 10
+    out = tmp_path / "npz"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/make_dataset.py"), "convert", "--hdf5", str(path), "--task", "can",
+         "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 demos, 10 steps, obs_dim 23, action_dim 7" in result.stdout
+    loaded = load_dppo(str(out / "train.npz"))
+    assert loaded.states.shape == (10, 23) and os.path.isfile(out / "normalization.npz")
