@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from typing import Any
@@ -25,6 +26,9 @@ from dsrl.envs.factory import check_env_config, make_vec_env
 from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 
 log = logging.getLogger(__name__)
+
+WORKER_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
+"""What SB3's SubprocVecEnv raises in the learner when a worker process has died."""
 
 
 def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, Any]:
@@ -133,10 +137,26 @@ def run(cfg: DictConfig) -> dict[str, float]:
             checkpoint_dir=os.path.join(run_dir, "checkpoints"),
             seed=cfg.seed + 10_000,
         )
-        model.learn(total_timesteps=cfg.train.total_env_steps, callback=callback, log_interval=cfg.log_interval)
+        try:
+            model.learn(total_timesteps=cfg.train.total_env_steps, callback=callback, log_interval=cfg.log_interval)
+        except WORKER_ERRORS as exc:
+            saved = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "model_*.zip")), key=os.path.getmtime)
+            raise RuntimeError(
+                f"an environment worker process died ({type(exc).__name__}: {exc}) at env step {callback.env_steps}; "
+                f"the run directory {run_dir} is intact, latest checkpoint: {saved[-1] if saved else 'none yet'}"
+            ) from exc
         if wandb_run is not None:
             wandb_run.finish()
         return callback.last_eval
     finally:
-        env.close()
-        eval_env.close()
+        close_envs(env, eval_env)
+
+
+def close_envs(*envs: VecEnv) -> None:
+    """Close VecEnvs; the processes of one whose worker died (its close fails) are terminated instead."""
+    for venv in envs:
+        try:
+            venv.close()
+        except WORKER_ERRORS:
+            for process in venv.unwrapped.processes:
+                process.terminate()

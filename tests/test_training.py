@@ -92,3 +92,28 @@ def test_gym_hopper_run_logs_evaluates_and_checkpoints(tmp_path, hopper_files):
     assert glob.glob(str(run_dir / "wandb" / "offline-run-*" / "*.wandb"))
     saved = sorted(glob.glob(str(run_dir / "checkpoints" / "model_*.zip")))
     assert len(saved) >= 2 and not glob.glob(str(run_dir / "checkpoints" / ".*partial*"))
+
+
+def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    from dsrl.callbacks import DSRLCallback
+
+    on_step = DSRLCallback._on_step
+
+    def kill_a_worker_later(self):
+        if self.env_steps >= 400:
+            self.training_env.unwrapped.processes[0].kill()
+        return on_step(self)
+
+    monkeypatch.setattr(DSRLCallback, "_on_step", kill_a_worker_later)
+    cfg = steering_config(tmp_path, "env.vec_env=subproc", "env.n_envs=2", "train.utd=1", "save_model_interval=200",
+                          "train.init_rollout_steps=1000", "eval.interval_env_steps=0")
+    with pytest.raises(RuntimeError, match=r"environment worker process died .* latest checkpoint: .*model_\d+.zip"):
+        run(cfg)
+    saved = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
+    assert len(saved) == 2 and not glob.glob(str(tmp_path / "checkpoints" / ".*"))
+    from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
+    from dsrl.base_policies import load_base_policy
+
+    base = load_base_policy(dict(cfg.base_policy))
+    restored = SACDiffusionNoise.load(max(saved, key=os.path.getmtime), base_policy=base, device="cpu")
+    assert restored.num_timesteps > 0
