@@ -79,6 +79,18 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
     return SAC(DSRLSACPolicy, DiffusionPolicyEnvWrapper(env, base_policy, cfg.train.action_magnitude), **kwargs)
 
 
+def check_offline_normalization(data_path: str, normalizer: Normalizer) -> None:
+    """A DPPO dataset's ``normalization.npz`` (beside its train.npz) must be the base policy's."""
+    data_norm = os.path.join(os.path.dirname(data_path), "normalization.npz")
+    if not os.path.isfile(data_norm):
+        raise FileNotFoundError(f"train.load_offline_data: {data_norm!r} (the dataset's normalization) does not exist")
+    if not Normalizer.load(data_norm).matches(normalizer):
+        raise ValueError(
+            f"train.load_offline_data: {data_norm!r} differs from base_policy.normalization; the dataset's "
+            "observations and actions would be scaled differently from the env's"
+        )
+
+
 def make_logger(cfg: DictConfig, run_dir: str) -> tuple[Logger, Any]:
     """SB3 logger writing stdout, CSV, TensorBoard (if enabled) and W&B (unless disabled)."""
     formats = ["stdout", "csv"] + (["tensorboard"] if cfg.tensorboard else [])
@@ -123,7 +135,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if cfg.train.load_offline_data:
             if cfg.algorithm != "dsrl_na":
                 raise ValueError("train.load_offline_data needs algorithm=dsrl_na (DSRL-SAC's buffer holds noise)")
-            transitions = chunk_transitions(user_path(cfg.train.load_offline_data), chunk, cfg.env.reward_offset)
+            data_path = user_path(cfg.train.load_offline_data)
+            check_offline_normalization(data_path, normalizer)
+            transitions = chunk_transitions(data_path, chunk, cfg.env.reward_offset)
             log.info("added %d offline transitions", add_to_replay_buffer(model.replay_buffer, transitions))
         logger, wandb_run = make_logger(cfg, run_dir)
         model.set_logger(logger)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -117,3 +118,29 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
     base = load_base_policy(dict(cfg.base_policy))
     restored = SACDiffusionNoise.load(max(saved, key=os.path.getmtime), base_policy=base, device="cpu")
     assert restored.num_timesteps > 0
+
+
+def test_offline_data_enters_the_replay_buffer_and_must_share_normalization(tmp_path):
+    from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
+    from dsrl.envs.steering import collect_demonstrations
+    from dsrl.training import build_agent, check_offline_normalization
+
+    cfg = steering_config(tmp_path)
+    normalizer = Normalizer.load(cfg.base_policy.normalization)
+    data, _ = collect_demonstrations(20, seed=5)
+    data.save_dppo(str(tmp_path / "same"), normalizer)
+    check_offline_normalization(str(tmp_path / "same" / "train.npz"), normalizer)
+    data.save_dppo(str(tmp_path / "refit"))
+    with pytest.raises(ValueError, match="differs from base_policy.normalization"):
+        check_offline_normalization(str(tmp_path / "refit" / "train.npz"), normalizer)
+
+    policy = load_base_policy(dict(cfg.base_policy))
+    venv = make_vec_env(dict(cfg.env), normalizer, policy.chunk, policy.cond_steps, 4)
+    model = build_agent(cfg, venv, policy, torch.device("cpu"))
+    transitions = chunk_transitions(str(tmp_path / "same" / "train.npz"), policy.chunk)
+    added = add_to_replay_buffer(model.replay_buffer, transitions)
+    assert added == len(transitions["obs"]) // 4 * 4 and model.replay_buffer.pos == added // 4
+    stored = model.replay_buffer.actions[: model.replay_buffer.pos].reshape(-1, 8)
+    np.testing.assert_array_equal(stored, transitions["actions"][:added])
+    assert model.replay_buffer.rewards[: model.replay_buffer.pos].sum() == pytest.approx(
+        transitions["rewards"][:added].sum())

@@ -64,6 +64,13 @@ class Normalizer:
             actions.max(0).astype(np.float32),
         )
 
+    def matches(self, other: "Normalizer") -> bool:
+        """Whether both hold the same bounds (to float32 precision)."""
+        return all(
+            getattr(self, k).shape == getattr(other, k).shape and np.allclose(getattr(self, k), getattr(other, k))
+            for k in REQUIRED_ARRAYS
+        )
+
     def save(self, path: str) -> None:
         np.savez(path, **{k: getattr(self, k) for k in REQUIRED_ARRAYS})
 
