@@ -12,26 +12,50 @@ from stable_baselines3.common.vec_env import VecEnv
 from dsrl.base_policies.base import NoisePolicy
 
 
-class BasePolicyAgent:
-    """The base policy alone, as an agent with SB3's ``predict``: noise ~ N(0, I) clipped at ±``noise_clip``.
+class NoiseAgent:
+    """The base policy driven by a fixed rule for its noise, as an agent with SB3's ``predict``."""
+
+    def __init__(self, policy: NoisePolicy):
+        self.policy = policy
+
+    def noise(self, batch: int) -> torch.Tensor:
+        """Noise (batch, chunk, action_dim) on the policy's device."""
+        raise NotImplementedError
+
+    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = False):
+        obs = torch.as_tensor(observation, dtype=torch.float32, device=self.policy.device)
+        return self.policy(obs, self.noise(len(obs))).reshape(len(obs), -1).cpu().numpy(), state
+
+
+class BasePolicyAgent(NoiseAgent):
+    """The base policy alone: noise ~ N(0, I) clipped at ±``noise_clip`` (DPPO's ``randn_clip_value``).
 
     :param policy: frozen noise policy
-    :param noise_clip: clip of the Gaussian draws (DPPO's ``randn_clip_value``)
+    :param noise_clip: clip of the Gaussian draws
     :param seed: seed of the noise draws
     """
 
     def __init__(self, policy: NoisePolicy, noise_clip: float = 3.0, seed: int = 0):
-        self.policy = policy
+        super().__init__(policy)
         self.noise_clip = noise_clip
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
 
-    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = False):
-        policy = self.policy
-        obs = torch.as_tensor(observation, dtype=torch.float32, device=policy.device)
-        noise = torch.randn(
-            len(obs), policy.chunk, policy.action_dim, generator=self.generator, device=policy.device
-        ).clamp(-self.noise_clip, self.noise_clip)
-        return policy(obs, noise).reshape(len(obs), -1).cpu().numpy(), state
+    def noise(self, batch: int) -> torch.Tensor:
+        shape = (batch, self.policy.chunk, self.policy.action_dim)
+        draw = torch.randn(shape, generator=self.generator, device=self.policy.device)
+        return draw.clamp(-self.noise_clip, self.noise_clip)
+
+
+class ConstantNoiseAgent(NoiseAgent):
+    """The base policy fed the same constant noise everywhere (a deterministic baseline)."""
+
+    def __init__(self, policy: NoisePolicy, value: float = 0.0):
+        super().__init__(policy)
+        self.value = value
+
+    def noise(self, batch: int) -> torch.Tensor:
+        shape = (batch, self.policy.chunk, self.policy.action_dim)
+        return torch.full(shape, self.value, device=self.policy.device)
 
 
 def evaluate(agent: Any, env: VecEnv, n_episodes: int, deterministic: bool, seed: int) -> dict[str, float]:
