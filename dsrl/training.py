@@ -21,9 +21,9 @@ from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
 from dsrl.base_policies import NoisePolicy, Normalizer, load_base_policy
 from dsrl.callbacks import DSRLCallback, WandbOutputFormat
 from dsrl.config import check_run_config, user_path
+from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.factory import check_env_config, make_vec_env
-from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             **kwargs,
         )
     if not cfg.train.backup_entropy or cfg.train.critic_backup_combine_type != "min":
-        raise ValueError("dsrl_sac runs SB3's SAC: it needs train.backup_entropy=true and critic_backup_combine_type=min")
+        raise ValueError(
+            "dsrl_sac runs SB3's SAC: it needs train.backup_entropy=true and critic_backup_combine_type=min"
+        )
     return SAC(DSRLSACPolicy, DiffusionPolicyEnvWrapper(env, base_policy, cfg.train.action_magnitude), **kwargs)
 
 

@@ -29,7 +29,9 @@ import numpy as np
 def make_gym(args: argparse.Namespace) -> None:
     from dsrl.data.gym_expert import collect, pick_medium, train_expert
 
-    snapshots = train_expert(args.env, args.expert_steps, args.snapshot_every, os.path.join(args.out, "expert"), args.seed)
+    snapshots = train_expert(
+        args.env, args.expert_steps, args.snapshot_every, os.path.join(args.out, "expert"), args.seed
+    )
     medium = pick_medium(snapshots, args.medium_fraction)
     data, returns = collect(medium.path, args.env, args.steps, args.seed + 2)
     data.validate(args.env)
@@ -80,7 +82,8 @@ def make_steering(args: argparse.Namespace) -> None:
 
     data, success = collect_demonstrations(args.episodes, args.seed)
     data.save_dppo(args.out)
-    print(f"wrote {args.out}/train.npz: {args.episodes} demos, {int(data.traj_lengths.sum())} steps, success {success:.3f}")
+    steps = int(data.traj_lengths.sum())
+    print(f"wrote {args.out}/train.npz: {args.episodes} demos, {steps} steps, success {success:.3f}")
 
 
 def convert(args: argparse.Namespace) -> None:

@@ -38,7 +38,9 @@ def check_dataset(dataset_dir: str, base_cfg: dict) -> tuple[str, Normalizer]:
     for kind, have in (("obs", normalizer.obs_dim), ("action", normalizer.action_dim)):
         want = base_cfg[f"{kind}_dim"]
         if have != want:
-            raise ValueError(f"dataset {dataset_dir!r} has {kind}_dim {have}, the task config's base_policy expects {want}")
+            raise ValueError(
+                f"dataset {dataset_dir!r} has {kind}_dim {have}, the task config's base_policy expects {want}"
+            )
     return train_path, normalizer
 
 
@@ -74,7 +76,9 @@ def pretrain(cfg: DictConfig) -> None:
         save_checkpoint(path, policy, ema, epoch=step)
         record = {"step": step, "checkpoint": os.path.basename(path), "loss": round(loss, 5)}
         if cfg.eval.n_episodes:
-            venv = make_vec_env(dict(env_cfg, vec_env="subproc"), normalizer, ema.chunk, ema.cond_steps, cfg.eval.n_envs)
+            venv = make_vec_env(
+                dict(env_cfg, vec_env="subproc"), normalizer, ema.chunk, ema.cond_steps, cfg.eval.n_envs
+            )
             result = evaluate(BasePolicyAgent(ema, seed=cfg.seed), venv, cfg.eval.n_episodes, False, cfg.eval.seed)
             venv.close()
             record.update({k: round(v, 4) for k, v in result.items()})
@@ -82,9 +86,18 @@ def pretrain(cfg: DictConfig) -> None:
         tqdm.write(str(record))
 
     behaviour_clone(
-        policy, obs, chunks, steps=cfg.train.steps, batch_size=cfg.train.batch_size, lr=cfg.train.learning_rate,
-        weight_decay=cfg.train.weight_decay, warmup_steps=cfg.train.warmup_steps, ema_decay=cfg.train.ema_decay,
-        seed=cfg.seed, device=device, on_step=on_step,
+        policy,
+        obs,
+        chunks,
+        steps=cfg.train.steps,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.learning_rate,
+        weight_decay=cfg.train.weight_decay,
+        warmup_steps=cfg.train.warmup_steps,
+        ema_decay=cfg.train.ema_decay,
+        seed=cfg.seed,
+        device=device,
+        on_step=on_step,
     )
     bar.close()
     shutil.copyfile(os.path.join(out_dir, f"state_{cfg.train.steps}.pt"), os.path.join(out_dir, "state.pt"))
@@ -92,7 +105,8 @@ def pretrain(cfg: DictConfig) -> None:
         "policy": base_cfg,
         "dataset": {"path": cfg.dataset, "steps": len(obs)},
         "training": OmegaConf.to_container(cfg.train),
-        "evaluation": f"{cfg.eval.n_episodes} episodes per checkpoint, noise ~ N(0, I) clipped at 3, env seed {cfg.eval.seed}",
+        "evaluation": f"{cfg.eval.n_episodes} episodes per checkpoint, noise ~ N(0, I) clipped at 3, "
+        f"env seed {cfg.eval.seed}",
         "checkpoints": snapshots,
         "state.pt": f"state_{cfg.train.steps}.pt",
     }

@@ -42,8 +42,10 @@ def hopper_files(tmp_path):
     """The golden Gym-hopper checkpoint (DPPO's hopper network) with wide normalisation bounds."""
     normalization = tmp_path / "normalization.npz"
     Normalizer(
-        np.full(11, -10.0, np.float32), np.full(11, 10.0, np.float32),
-        np.full(3, -1.0, np.float32), np.full(3, 1.0, np.float32),
+        np.full(11, -10.0, np.float32),
+        np.full(11, 10.0, np.float32),
+        np.full(3, -1.0, np.float32),
+        np.full(3, 1.0, np.float32),
     ).save(str(normalization))
     return os.path.join(GOLDEN_DIR, "gym_hopper_state.pt"), str(normalization)
 

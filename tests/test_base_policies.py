@@ -6,15 +6,25 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN_DIR, SMALL_FLOW_POLICY, SMALL_POLICY
 
 from dsrl.base_policies import FlowPolicy, Normalizer, build_base_policy, load_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
 
-from conftest import GOLDEN_DIR, SMALL_FLOW_POLICY, SMALL_POLICY
-
-CONFIG_KEYS = ("obs_dim", "action_dim", "horizon_steps", "cond_steps", "mlp_dims", "cond_mlp_dims",
-               "activation_type", "denoising_steps", "ddim_steps", "time_dim", "residual_style",
-               "denoised_clip_value")
+CONFIG_KEYS = (
+    "obs_dim",
+    "action_dim",
+    "horizon_steps",
+    "cond_steps",
+    "mlp_dims",
+    "cond_mlp_dims",
+    "activation_type",
+    "denoising_steps",
+    "ddim_steps",
+    "time_dim",
+    "residual_style",
+    "denoised_clip_value",
+)
 
 
 def golden(name):
@@ -124,7 +134,9 @@ def test_bc_loss_decreases_for_both_policy_types():
     for cfg in (SMALL_POLICY, SMALL_FLOW_POLICY):
         policy = build_base_policy(cfg)
         losses = []
-        behaviour_clone(policy, obs, actions, steps=300, batch_size=128, on_step=lambda step, loss, ema: losses.append(loss))
+        behaviour_clone(
+            policy, obs, actions, steps=300, batch_size=128, on_step=lambda step, loss, ema: losses.append(loss)
+        )
         assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:30])
 
 

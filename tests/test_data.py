@@ -72,7 +72,9 @@ def test_offline_transitions_sum_rewards_inside_the_trajectory(tmp_path):
     data.save_dppo(str(tmp_path))
     transitions = chunk_transitions(str(tmp_path / "train.npz"), chunk=2, reward_offset=1.0)
     assert transitions["actions"].shape == (5, 4)
-    np.testing.assert_allclose(transitions["rewards"], [(0 - 1) + (1 - 1), (1 - 1) + (2 - 1), 2 - 1, (3 - 1) + (4 - 1), 4 - 1])
+    np.testing.assert_allclose(
+        transitions["rewards"], [(0 - 1) + (1 - 1), (1 - 1) + (2 - 1), 2 - 1, (3 - 1) + (4 - 1), 4 - 1]
+    )
     np.testing.assert_array_equal(transitions["dones"], [0, 1, 1, 0, 0])
 
 
@@ -127,9 +129,19 @@ def test_convert_a_robomimic_format_file_like_the_released_ones(tmp_path):
         data.attrs["total"] = 10
     out = tmp_path / "npz"
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts/make_dataset.py"), "convert", "--hdf5", str(path), "--task", "can",
-         "--out", str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts/make_dataset.py"),
+            "convert",
+            "--hdf5",
+            str(path),
+            "--task",
+            "can",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert "2 demos, 10 steps, obs_dim 23, action_dim 7" in result.stdout

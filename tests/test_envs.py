@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.vec_env import DummyVecEnv
 
 from dsrl.base_policies import Normalizer
-from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.data.trajectories import chunk_pairs
+from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.factory import check_env_config, make_vec_env
 from dsrl.envs.noise_space import NoiseBox
 from dsrl.envs.steering import SteeringEnv, collect_demonstrations
@@ -71,8 +70,12 @@ def test_observation_history_oldest_first():
 
 
 def test_normalize_wrapper_maps_both_ways_and_checks_dims():
-    norm = Normalizer(np.array([0.0], np.float32), np.array([10.0], np.float32),
-                      np.array([-2.0, 0.0], np.float32), np.array([2.0, 4.0], np.float32))
+    norm = Normalizer(
+        np.array([0.0], np.float32),
+        np.array([10.0], np.float32),
+        np.array([-2.0, 0.0], np.float32),
+        np.array([2.0, 4.0], np.float32),
+    )
     env = NormalizeWrapper(CounterEnv(), norm)
     env.reset()
     obs, reward, *_ = env.step(np.array([0.5, 0.0]))
@@ -97,12 +100,15 @@ def steering_venv(n_envs, normalizer):
 
 
 def test_diffusion_env_wrapper_denoises_once_with_current_obs(small_policy):
-    from dsrl.base_policies import build_base_policy
     from conftest import SMALL_POLICY
+
+    from dsrl.base_policies import build_base_policy
 
     torch.manual_seed(0)
     policy = build_base_policy(dict(SMALL_POLICY, obs_dim=2)).freeze()
-    norm = Normalizer(np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32))
+    norm = Normalizer(
+        np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32)
+    )
     venv = DiffusionPolicyEnvWrapper(steering_venv(3, norm), policy, action_magnitude=2.0)
     assert venv.action_space.shape == (8,) and venv.action_space.high.max() == 2.0
     obs = venv.reset()

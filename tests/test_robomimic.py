@@ -16,7 +16,9 @@ from dsrl.envs.factory import check_env_config, make_env
 from dsrl.envs.robomimic import LOW_DIM_KEYS, make_robomimic_env
 from dsrl.training import run
 
-IDENTITY = Normalizer(np.full(19, -1, np.float32), np.full(19, 1, np.float32), -np.ones(7, np.float32), np.ones(7, np.float32))
+IDENTITY = Normalizer(
+    np.full(19, -1, np.float32), np.full(19, 1, np.float32), -np.ones(7, np.float32), np.ones(7, np.float32)
+)
 
 
 @pytest.mark.parametrize("task, dims", [("lift", 19), ("can", 23), ("square", 23), ("transport", 59)])
@@ -73,18 +75,42 @@ def test_shipped_env_meta_matches_dppo_settings():
 
 def test_short_dsrl_run_on_lift(tmp_path):
     torch.manual_seed(0)
-    policy_cfg = dict(type="diffusion", obs_dim=19, action_dim=7, horizon_steps=4, mlp_dims=[32, 32, 32],
-                      residual_style=True, activation_type="Mish", denoising_steps=20, ddim_steps=4)
+    policy_cfg = dict(
+        type="diffusion",
+        obs_dim=19,
+        action_dim=7,
+        horizon_steps=4,
+        mlp_dims=[32, 32, 32],
+        residual_style=True,
+        activation_type="Mish",
+        denoising_steps=20,
+        ddim_steps=4,
+    )
     policy = build_base_policy(policy_cfg)
     save_checkpoint(str(tmp_path / "state.pt"), policy, policy, epoch=0)
     IDENTITY.save(str(tmp_path / "normalization.npz"))
-    cfg = compose_task_config(repo_path("cfg/robomimic/dsrl_lift.yaml"), [
-        f"run_dir={tmp_path / 'run'}", "wandb.mode=disabled", f"base_policy.checkpoint={tmp_path / 'state.pt'}",
-        f"base_policy.normalization={tmp_path / 'normalization.npz'}", "base_policy.mlp_dims=[32,32,32]",
-        "base_policy.ddim_steps=4", "train.layer_size=32", "train.utd=1", "train.noise_critic_grad_steps=1",
-        "train.init_rollout_steps=16", "train.total_env_steps=160", "env.n_envs=2", "env.n_eval_envs=2",
-        "env.vec_env=dummy", "env.max_episode_steps=40", "eval.n_episodes=2", "eval.interval_env_steps=80",
-    ])
+    cfg = compose_task_config(
+        repo_path("cfg/robomimic/dsrl_lift.yaml"),
+        [
+            f"run_dir={tmp_path / 'run'}",
+            "wandb.mode=disabled",
+            f"base_policy.checkpoint={tmp_path / 'state.pt'}",
+            f"base_policy.normalization={tmp_path / 'normalization.npz'}",
+            "base_policy.mlp_dims=[32,32,32]",
+            "base_policy.ddim_steps=4",
+            "train.layer_size=32",
+            "train.utd=1",
+            "train.noise_critic_grad_steps=1",
+            "train.init_rollout_steps=16",
+            "train.total_env_steps=160",
+            "env.n_envs=2",
+            "env.n_eval_envs=2",
+            "env.vec_env=dummy",
+            "env.max_episode_steps=40",
+            "eval.n_episodes=2",
+            "eval.interval_env_steps=80",
+        ],
+    )
     result = run(cfg)
     assert result["success_rate"] == 0.0 and result["return_mean"] == pytest.approx(-40.0)
     with open(tmp_path / "run" / "progress.csv") as f:

@@ -3,15 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.vec_env import DummyVecEnv
+from conftest import SMALL_POLICY
 from torch import nn
 
 from dsrl.algorithms.networks import EnsembleCritic
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.envs.factory import make_vec_env
-
-from conftest import SMALL_POLICY
 
 MAGNITUDE = 0.8
 
@@ -23,12 +21,21 @@ def steering_policy():
 
 
 def make_model(policy, **overrides):
-    norm = Normalizer(np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32))
+    norm = Normalizer(
+        np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32)
+    )
     cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=2, n_eval_envs=1, vec_env="dummy")
     env = make_vec_env(cfg, norm, chunk=4, cond_steps=1, n_envs=2)
     kwargs = dict(
-        base_policy=policy, action_magnitude=MAGNITUDE, learning_starts=20, batch_size=32, gradient_steps=2,
-        noise_critic_grad_steps=3, policy_kwargs=dict(net_arch=[32, 32], activation_fn=nn.Tanh), seed=0, device="cpu",
+        base_policy=policy,
+        action_magnitude=MAGNITUDE,
+        learning_starts=20,
+        batch_size=32,
+        gradient_steps=2,
+        noise_critic_grad_steps=3,
+        policy_kwargs=dict(net_arch=[32, 32], activation_fn=nn.Tanh),
+        seed=0,
+        device="cpu",
     )
     kwargs.update(overrides)
     return SACDiffusionNoise("NoiseAliasingPolicy", env, **kwargs)
@@ -87,7 +94,9 @@ def test_save_load_continues_training_identically(steering_policy, tmp_path):
     model.save(tmp_path / "model.zip")
     model.save_replay_buffer(tmp_path / "buffer.pkl")
     assert "base_policy" in model._excluded_save_params(), "the base policy is referenced by config, not pickled"
-    loaded = SACDiffusionNoise.load(tmp_path / "model.zip", env=model.get_env(), base_policy=steering_policy, device="cpu")
+    loaded = SACDiffusionNoise.load(
+        tmp_path / "model.zip", env=model.get_env(), base_policy=steering_policy, device="cpu"
+    )
     loaded.load_replay_buffer(tmp_path / "buffer.pkl")
     loaded.set_logger(model.logger)
     for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values()):

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import HOPPER_CONFIG, STEERING_CONFIG
 
 from dsrl.base_policies import Normalizer, load_base_policy
 from dsrl.config import REPO_ROOT, compose_task_config, repo_path
 from dsrl.envs.factory import make_vec_env
 from dsrl.evaluation import BasePolicyAgent, evaluate
 from dsrl.training import run
-
-from conftest import HOPPER_CONFIG, STEERING_CONFIG
 
 
 def steering_config(tmp_path, *overrides):
@@ -33,7 +32,10 @@ def steering_config(tmp_path, *overrides):
         ("wandb.mode=cloud", "wandb.mode='cloud'"),
         ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
         ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
-        ("base_policy.obs_dim=3", r"key 'network.mlp_mean.layers.0.weight' has shape \(128, 26\), config expects \(128, 27\)"),
+        (
+            "base_policy.obs_dim=3",
+            r"key 'network.mlp_mean.layers.0.weight' has shape \(128, 26\), config expects \(128, 27\)",
+        ),
     ],
 )
 def test_bad_config_fails_before_training_naming_field(tmp_path, override, message):
@@ -59,7 +61,10 @@ def test_shipped_steering_policy_succeeds_about_half_the_time():
 def test_dsrl_solves_the_steering_task(tmp_path, algorithm):
     torch.manual_seed(0)
     cfg = steering_config(
-        tmp_path, f"algorithm={algorithm}", "train.total_env_steps=4500", "eval.interval_env_steps=0",
+        tmp_path,
+        f"algorithm={algorithm}",
+        "train.total_env_steps=4500",
+        "eval.interval_env_steps=0",
         "eval.n_episodes=100",
     )
     result = run(cfg)
@@ -72,11 +77,24 @@ def test_gym_hopper_run_logs_evaluates_and_checkpoints(tmp_path, hopper_files):
     checkpoint, normalization = hopper_files
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, str(REPO_ROOT / "train_dsrl.py"), f"--config-path={os.path.dirname(HOPPER_CONFIG)}",
-        "--config-name=dsrl_hopper.yaml", f"hydra.run.dir={run_dir}", f"base_policy.checkpoint={checkpoint}",
-        f"base_policy.normalization={normalization}", "train.total_env_steps=400", "train.init_rollout_steps=40",
-        "train.utd=2", "train.layer_size=32", "env.n_envs=2", "env.n_eval_envs=2", "env.max_episode_steps=60",
-        "eval.n_episodes=2", "eval.interval_env_steps=200", "save_model_interval=200", "log_interval=1",
+        sys.executable,
+        str(REPO_ROOT / "train_dsrl.py"),
+        f"--config-path={os.path.dirname(HOPPER_CONFIG)}",
+        "--config-name=dsrl_hopper.yaml",
+        f"hydra.run.dir={run_dir}",
+        f"base_policy.checkpoint={checkpoint}",
+        f"base_policy.normalization={normalization}",
+        "train.total_env_steps=400",
+        "train.init_rollout_steps=40",
+        "train.utd=2",
+        "train.layer_size=32",
+        "env.n_envs=2",
+        "env.n_eval_envs=2",
+        "env.max_episode_steps=60",
+        "eval.n_episodes=2",
+        "eval.interval_env_steps=200",
+        "save_model_interval=200",
+        "log_interval=1",
     ]
     env = dict(os.environ, WANDB_SILENT="true")
     out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
@@ -106,8 +124,15 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
         return on_step(self)
 
     monkeypatch.setattr(DSRLCallback, "_on_step", kill_a_worker_later)
-    cfg = steering_config(tmp_path, "env.vec_env=subproc", "env.n_envs=2", "train.utd=1", "save_model_interval=200",
-                          "train.init_rollout_steps=1000", "eval.interval_env_steps=0")
+    cfg = steering_config(
+        tmp_path,
+        "env.vec_env=subproc",
+        "env.n_envs=2",
+        "train.utd=1",
+        "save_model_interval=200",
+        "train.init_rollout_steps=1000",
+        "eval.interval_env_steps=0",
+    )
     with pytest.raises(RuntimeError, match=r"environment worker process died .* latest checkpoint: .*model_\d+.zip"):
         run(cfg)
     saved = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
@@ -143,4 +168,5 @@ def test_offline_data_enters_the_replay_buffer_and_must_share_normalization(tmp_
     stored = model.replay_buffer.actions[: model.replay_buffer.pos].reshape(-1, 8)
     np.testing.assert_array_equal(stored, transitions["actions"][:added])
     assert model.replay_buffer.rewards[: model.replay_buffer.pos].sum() == pytest.approx(
-        transitions["rewards"][:added].sum())
+        transitions["rewards"][:added].sum()
+    )

@@ -12,12 +12,12 @@ import math
 
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
 from stable_baselines3.sac.policies import Actor
 from torch import nn
-from gymnasium import spaces
 
 
 class LayerNormActor(Actor):
@@ -32,7 +32,9 @@ class LayerNormActor(Actor):
         self.layer_norm = layer_norm
         if layer_norm:
             self.latent_pi = nn.Sequential(
-                *create_mlp(self.features_dim, -1, self.net_arch, self.activation_fn, post_linear_modules=[nn.LayerNorm])
+                *create_mlp(
+                    self.features_dim, -1, self.net_arch, self.activation_fn, post_linear_modules=[nn.LayerNorm]
+                )
             )
 
     def _get_constructor_parameters(self) -> dict:

@@ -155,7 +155,12 @@ class SACDiffusionNoise(SAC):
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
         how = self.critic_backup_combine_type
-        stats: dict[str, list[torch.Tensor]] = {"ent_coef": [], "ent_coef_loss": [], "actor_loss": [], "critic_loss": []}
+        stats: dict[str, list[torch.Tensor]] = {
+            "ent_coef": [],
+            "ent_coef_loss": [],
+            "actor_loss": [],
+            "critic_loss": [],
+        }
 
         for gradient_step in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
@@ -182,9 +187,9 @@ class SACDiffusionNoise(SAC):
                 target_q = data.rewards + (1 - data.dones) * self.gamma * next_q
 
             current_q = self.critic.all_q(data.observations, data.actions)
-            critic_loss = 0.5 * F.mse_loss(current_q, target_q.expand_as(current_q), reduction="none").mean(
-                dim=(1, 2)
-            ).sum()
+            critic_loss = (
+                0.5 * F.mse_loss(current_q, target_q.expand_as(current_q), reduction="none").mean(dim=(1, 2)).sum()
+            )
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()

@@ -35,9 +35,7 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     expected = module.state_dict()
     for key, tensor in expected.items():
         if key not in state_dict:
-            raise ValueError(
-                f"checkpoint {source!r} lacks key {key!r} (config expects shape {tuple(tensor.shape)})"
-            )
+            raise ValueError(f"checkpoint {source!r} lacks key {key!r} (config expects shape {tuple(tensor.shape)})")
         if tuple(state_dict[key].shape) != tuple(tensor.shape):
             raise ValueError(
                 f"checkpoint {source!r} key {key!r} has shape {tuple(state_dict[key].shape)}, "

@@ -113,9 +113,7 @@ class ResidualMLP(nn.Module):
             )
         width = hidden[0]
         self.layers = nn.ModuleList([nn.Linear(dims[0], width)])
-        self.layers.extend(
-            ResidualBlock(width, activation_type, use_layernorm) for _ in range((len(hidden) - 1) // 2)
-        )
+        self.layers.extend(ResidualBlock(width, activation_type, use_layernorm) for _ in range((len(hidden) - 1) // 2))
         self.layers.append(nn.Linear(width, dims[-1]))
         self.layers.append(make_activation(out_activation_type))
 

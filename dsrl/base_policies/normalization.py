@@ -42,16 +42,12 @@ class Normalizer:
         with np.load(path) as data:
             missing = [k for k in REQUIRED_ARRAYS if k not in data.files]
             if missing:
-                raise ValueError(
-                    f"normalization file {path!r} lacks array(s) {missing}; it has {sorted(data.files)}"
-                )
+                raise ValueError(f"normalization file {path!r} lacks array(s) {missing}; it has {sorted(data.files)}")
             arrays = {k: np.asarray(data[k], dtype=np.float32).reshape(-1) for k in REQUIRED_ARRAYS}
         for kind in ("obs", "action"):
             lo, hi = arrays[f"{kind}_min"], arrays[f"{kind}_max"]
             if lo.shape != hi.shape:
-                raise ValueError(
-                    f"normalization file {path!r}: {kind}_min has shape {lo.shape}, {kind}_max {hi.shape}"
-                )
+                raise ValueError(f"normalization file {path!r}: {kind}_min has shape {lo.shape}, {kind}_max {hi.shape}")
         return cls(**arrays)
 
     @classmethod
@@ -78,9 +74,7 @@ class Normalizer:
         return (2 * ((obs - self.obs_min) / (self.obs_max - self.obs_min + EPS) - 0.5)).astype(np.float32)
 
     def normalize_action(self, action: np.ndarray) -> np.ndarray:
-        return (2 * ((action - self.action_min) / (self.action_max - self.action_min + EPS) - 0.5)).astype(
-            np.float32
-        )
+        return (2 * ((action - self.action_min) / (self.action_max - self.action_min + EPS) - 0.5)).astype(np.float32)
 
     def unnormalize_action(self, action: np.ndarray) -> np.ndarray:
         return (action + 1) / 2 * (self.action_max - self.action_min) + self.action_min

@@ -31,8 +31,16 @@ LOW_DIM_KEYS = {
 }
 MAX_EPISODE_STEPS = {"lift": 300, "can": 300, "square": 400, "transport": 800}
 ROBOT_KEYS = (
-    "joint_pos", "joint_pos_cos", "joint_pos_sin", "joint_vel", "eef_pos", "eef_quat", "eef_vel_lin",
-    "eef_vel_ang", "gripper_qpos", "gripper_qvel",
+    "joint_pos",
+    "joint_pos_cos",
+    "joint_pos_sin",
+    "joint_vel",
+    "eef_pos",
+    "eef_quat",
+    "eef_vel_lin",
+    "eef_vel_ang",
+    "gripper_qpos",
+    "gripper_qvel",
 )
 
 
@@ -68,7 +76,9 @@ def check_robomimic_config(name: str, kwargs: dict[str, Any]) -> None:
     known = {f"robot{r}_{k}" for r in range(robots) for k in ROBOT_KEYS} | {"object"}
     for key in kwargs.get("obs_keys") or []:
         if key not in known:
-            raise ValueError(f"env.kwargs.obs_keys has {key!r}, which task {name!r} does not provide; known: {sorted(known)}")
+            raise ValueError(
+                f"env.kwargs.obs_keys has {key!r}, which task {name!r} does not provide; known: {sorted(known)}"
+            )
 
 
 def import_robomimic_env_utils():

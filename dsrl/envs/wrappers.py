@@ -33,9 +33,7 @@ class NormalizeWrapper(gym.Wrapper):
         if normalizer.obs_dim != obs_dim:
             raise ValueError(f"normalization obs_min has {normalizer.obs_dim} dims, the env observes {obs_dim}")
         if normalizer.action_dim != action_dim:
-            raise ValueError(
-                f"normalization action_min has {normalizer.action_dim} dims, the env acts in {action_dim}"
-            )
+            raise ValueError(f"normalization action_min has {normalizer.action_dim} dims, the env acts in {action_dim}")
         self.normalizer = normalizer
         self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
@@ -83,9 +81,7 @@ class ActionChunkWrapper(gym.Wrapper):
         self.observation_space = spaces.Box(
             np.tile(inner_obs.low, cond_steps), np.tile(inner_obs.high, cond_steps), dtype=np.float32
         )
-        self.action_space = spaces.Box(
-            np.tile(inner_act.low, chunk), np.tile(inner_act.high, chunk), dtype=np.float32
-        )
+        self.action_space = spaces.Box(np.tile(inner_act.low, chunk), np.tile(inner_act.high, chunk), dtype=np.float32)
         self._history: deque = deque(maxlen=cond_steps)
         self._elapsed = 0
 
