@@ -126,10 +126,19 @@ def run(cfg: DictConfig) -> dict[str, float]:
     base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
     base_policy = load_base_policy(base_cfg, device)
     normalizer = Normalizer.load(user_path(base_cfg["normalization"]))
+    for kind, have, want in (
+        ("obs", normalizer.obs_dim, base_policy.obs_dim),
+        ("action", normalizer.action_dim, base_policy.action_dim),
+    ):
+        if have != want:
+            raise ValueError(
+                f"base_policy.normalization has {kind}_min of {have} dims, but base_policy.{kind}_dim={want}"
+            )
     chunk, cond_steps = base_policy.chunk, base_policy.cond_steps
 
     env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_envs"])
     eval_env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_eval_envs"])
+    wandb_run = None
     try:
         model = build_agent(cfg, env, base_policy, device)
         if cfg.algorithm == "dsrl_sac":
@@ -161,10 +170,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 f"an environment worker process died ({type(exc).__name__}: {exc}) at env step {callback.env_steps}; "
                 f"the run directory {run_dir} is intact, latest checkpoint: {saved[-1] if saved else 'none yet'}"
             ) from exc
-        if wandb_run is not None:
-            wandb_run.finish()
         return callback.last_eval
     finally:
+        if wandb_run is not None:
+            wandb_run.finish()
         close_envs(env, eval_env)
 
 

@@ -117,3 +117,33 @@ def test_short_dsrl_run_on_lift(tmp_path):
         rows = list(csv.DictReader(f))
     assert sum(1 for r in rows if r["eval/success_rate"]) == 2
     assert glob.glob(str(tmp_path / "run" / "checkpoints" / "model_*.zip"))
+
+
+def test_seed_config_takes_the_documented_overrides():
+    from dsrl.config import check_run_config
+
+    path = repo_path("cfg/robomimic/dsrl_can.yaml")
+    defaults = compose_task_config(path, ["run_dir=unused"])
+    assert (defaults.algorithm, defaults.train.utd, defaults.train.layer_size) == ("dsrl_na", 20, 2048)
+    assert (defaults.env.n_envs, defaults.env.n_eval_envs, defaults.eval.n_episodes) == (4, 25, 200)
+    assert (defaults.base_policy.ddim_steps, defaults.train.init_rollout_steps, defaults.device) == (8, 1501, "auto")
+    assert defaults.wandb.mode == "offline"
+    cfg = compose_task_config(
+        path,
+        [
+            "run_dir=unused",
+            "algorithm=dsrl_sac",
+            "train.action_magnitude=1.0",
+            "train.utd=10",
+            "env.n_envs=8",
+            "seed=3",
+        ],
+    )
+    assert (cfg.algorithm, cfg.train.action_magnitude, cfg.train.utd, cfg.env.n_envs, cfg.seed) == (
+        "dsrl_sac",
+        1.0,
+        10,
+        8,
+        3,
+    )
+    check_run_config(cfg)

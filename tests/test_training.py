@@ -32,13 +32,15 @@ def steering_config(tmp_path, *overrides):
         ("wandb.mode=cloud", "wandb.mode='cloud'"),
         ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
         ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
+        ("base_policy.normalization={hopper_normalization}", "normalization has obs_min of 11 dims, but .*obs_dim=2"),
         (
             "base_policy.obs_dim=3",
             r"key 'network.mlp_mean.layers.0.weight' has shape \(128, 26\), config expects \(128, 27\)",
         ),
     ],
 )
-def test_bad_config_fails_before_training_naming_field(tmp_path, override, message):
+def test_bad_config_fails_before_training_naming_field(tmp_path, hopper_files, override, message):
+    override = override.format(hopper_normalization=hopper_files[1])
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         run(steering_config(tmp_path, override))
     assert not os.path.exists(tmp_path / "progress.csv")
