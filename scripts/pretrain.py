@@ -4,8 +4,9 @@
 
 Overrides take Hydra's syntax (``train.steps=5000 policy_type=flow``).
 
-Writes ``state_<step>.pt`` every ``train.save_every`` steps (and ``state.pt``,
-the last one), ``normalization.npz`` and ``card.yaml`` (data, training and the
+Writes ``state_<step>.pt`` (model and ema weights) every ``train.save_every``
+steps, ``state.pt`` (the last one's ema weights: what DSRL loads, and what is
+shipped), ``normalization.npz`` and ``card.yaml`` (data, training and the
 measured success rate / return of every checkpoint) into ``output_dir``.
 """
 
@@ -100,7 +101,8 @@ def pretrain(cfg: DictConfig) -> None:
         on_step=on_step,
     )
     bar.close()
-    shutil.copyfile(os.path.join(out_dir, f"state_{cfg.train.steps}.pt"), os.path.join(out_dir, "state.pt"))
+    final = torch.load(os.path.join(out_dir, f"state_{cfg.train.steps}.pt"), weights_only=True)
+    torch.save({"epoch": final["epoch"], "ema": final["ema"]}, os.path.join(out_dir, "state.pt"))
     card = {
         "policy": base_cfg,
         "dataset": {"path": cfg.dataset, "steps": len(obs)},
@@ -108,7 +110,7 @@ def pretrain(cfg: DictConfig) -> None:
         "evaluation": f"{cfg.eval.n_episodes} episodes per checkpoint, noise ~ N(0, I) clipped at 3, "
         f"env seed {cfg.eval.seed}",
         "checkpoints": snapshots,
-        "state.pt": f"state_{cfg.train.steps}.pt",
+        "state.pt": f"the ema weights of state_{cfg.train.steps}.pt",
     }
     with open(os.path.join(out_dir, "card.yaml"), "w") as f:
         yaml.safe_dump(card, f, sort_keys=False)
