@@ -59,16 +59,17 @@ class ConstantNoiseAgent(NoiseAgent):
 
 
 def evaluate(agent: Any, env: VecEnv, n_episodes: int, deterministic: bool, seed: int) -> dict[str, float]:
-    """Success rate and return over ``n_episodes`` episodes of ``env`` reseeded with ``seed``.
+    """Return (and success rate, for tasks that report success) over ``n_episodes`` episodes of ``env``.
 
-    ``agent`` is anything with SB3's ``predict`` whose actions ``env`` takes.
+    ``env`` is reseeded with ``seed``; ``agent`` is anything with SB3's
+    ``predict`` whose actions ``env`` takes.
     """
     env.seed(seed)
     successes: list[bool] = []
 
     def record_success(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
-        if local_vars["done"]:
-            successes.append(bool(local_vars["info"].get("is_success", False)))
+        if local_vars["done"] and "is_success" in local_vars["info"]:
+            successes.append(bool(local_vars["info"]["is_success"]))
 
     returns, _ = evaluate_policy(
         agent,
@@ -78,8 +79,7 @@ def evaluate(agent: Any, env: VecEnv, n_episodes: int, deterministic: bool, seed
         callback=record_success,
         return_episode_rewards=True,
     )
-    return {
-        "success_rate": float(np.mean(successes[:n_episodes])),
-        "return_mean": float(np.mean(returns)),
-        "return_std": float(np.std(returns)),
-    }
+    result = {"return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+    if successes:
+        result["success_rate"] = float(np.mean(successes[:n_episodes]))
+    return result

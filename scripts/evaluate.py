@@ -58,22 +58,23 @@ def main() -> None:
         agent, mode, deterministic = BasePolicyAgent(policy, seed=args.seed), "base_policy", False
     result = evaluate(agent, venv, args.episodes, deterministic, seed=args.seed)
     venv.close()
-    success, n = result["success_rate"], args.episodes
+    n = args.episodes
     summary = {
         "mode": mode,
         "config": args.config,
         "checkpoint": args.agent or base_cfg["checkpoint"],
         "episodes": n,
         "seed": args.seed,
-        "success_rate": success,
-        "success_rate_ci95": confidence_interval(success, math.sqrt(success * (1 - success)), n),
         "return_mean": result["return_mean"],
         "return_ci95": confidence_interval(result["return_mean"], result["return_std"], n),
     }
-    print(
-        f"{mode}: success rate {success:.3f} ± {summary['success_rate_ci95']:.3f}, "
-        f"return {result['return_mean']:.2f} ± {summary['return_ci95']:.2f} (95% CI, {n} episodes, seed {args.seed})"
-    )
+    line = f"return {result['return_mean']:.2f} ± {summary['return_ci95']:.2f}"
+    if "success_rate" in result:
+        success = result["success_rate"]
+        summary["success_rate"] = success
+        summary["success_rate_ci95"] = confidence_interval(success, math.sqrt(success * (1 - success)), n)
+        line = f"success rate {success:.3f} ± {summary['success_rate_ci95']:.3f}, {line}"
+    print(f"{mode}: {line} (95% CI, {n} episodes, seed {args.seed})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

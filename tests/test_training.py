@@ -101,7 +101,7 @@ def test_gym_hopper_run_logs_evaluates_and_checkpoints(tmp_path, hopper_files):
     env = dict(os.environ, WANDB_SILENT="true")
     out = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "final evaluation: success_rate=0" in out.stdout
+    assert "final evaluation: return_mean=" in out.stdout and "success_rate" not in out.stdout
     with open(run_dir / "progress.csv") as f:
         rows = list(csv.DictReader(f))
     evals = [r for r in rows if r["eval/return_mean"]]

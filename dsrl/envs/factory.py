@@ -72,7 +72,7 @@ def make_env(env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, con
         sim = gym.wrappers.TransformReward(sim, lambda reward: reward - offset)
     env = NormalizeWrapper(sim, normalizer)
     env = ActionChunkWrapper(env, chunk, env_cfg["max_episode_steps"], cond_steps)
-    return Monitor(env, info_keywords=("is_success",))
+    return Monitor(env)
 
 
 def make_vec_env(

@@ -58,8 +58,9 @@ class ActionChunkWrapper(gym.Wrapper):
     observation is the last ``cond_steps`` simulator observations, oldest
     first, flattened (repeated first observation after a reset).
 
-    ``info`` carries ``sim_steps`` (simulator steps this chunk ran) and
-    ``is_success`` (whether any simulator step in the chunk reported success).
+    ``info`` carries ``sim_steps`` (simulator steps this chunk ran) and, for
+    tasks that report it, ``is_success`` (whether any simulator step in the
+    chunk reported success).
 
     :param env: env with Box observation (obs_dim,) and action (action_dim,) spaces
     :param chunk: simulator steps per action chunk
@@ -96,7 +97,8 @@ class ActionChunkWrapper(gym.Wrapper):
 
     def step(self, action):
         actions = np.asarray(action, dtype=np.float32).reshape(self.chunk, self.action_dim)
-        total_reward, success, terminated, truncated = 0.0, False, False, False
+        total_reward, terminated, truncated = 0.0, False, False
+        success: bool | None = None
         info: dict[str, Any] = {}
         sim_steps = 0
         for step_action in actions:
@@ -105,10 +107,13 @@ class ActionChunkWrapper(gym.Wrapper):
             self._elapsed += 1
             sim_steps += 1
             total_reward += float(reward)
-            success = success or bool(info.get("is_success", False))
+            if "is_success" in info:
+                success = bool(success) or bool(info["is_success"])
             if self._elapsed >= self.max_episode_steps:
                 truncated = True
             if terminated or truncated:
                 break
-        info = dict(info, sim_steps=sim_steps, is_success=success)
+        info = dict(info, sim_steps=sim_steps)
+        if success is not None:
+            info["is_success"] = success
         return self._observation(), total_reward, terminated, truncated, info
