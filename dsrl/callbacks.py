@@ -9,6 +9,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter
 from stable_baselines3.common.vec_env import VecEnv
+from tqdm import tqdm
 
 from dsrl.evaluation import evaluate
 
@@ -40,6 +41,7 @@ class DSRLCallback(BaseCallback):
     :param save_interval: simulator steps between checkpoints (0: only at the end)
     :param checkpoint_dir: where checkpoints go
     :param seed: evaluation episodes are seeded from it, identically each time
+    :param progress_bar: show a console bar of simulator steps with steps/s and the latest evaluation
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class DSRLCallback(BaseCallback):
         save_interval: int,
         checkpoint_dir: str,
         seed: int,
+        progress_bar: bool = True,
     ):
         super().__init__()
         self.eval_env = eval_env
@@ -67,9 +70,18 @@ class DSRLCallback(BaseCallback):
         self.next_save = save_interval
         self.last_eval: dict[str, float] = {}
         self.last_eval_step = -1
+        self.show_progress = progress_bar
+        self.bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        if self.show_progress:
+            self.bar = tqdm(total=self.total_env_steps, initial=self.env_steps, unit="env step", dynamic_ncols=True)
 
     def _on_step(self) -> bool:
-        self.env_steps += sum(int(info.get("sim_steps", 0)) for info in self.locals["infos"])
+        new_steps = sum(int(info.get("sim_steps", 0)) for info in self.locals["infos"])
+        self.env_steps += new_steps
+        if self.bar is not None:
+            self.bar.update(new_steps)
         self.logger.record("train/env_steps", self.env_steps)
         self.logger.record("train/gradient_steps", self.model._n_updates)
         if self.eval_interval and self.env_steps >= self.next_eval:
@@ -85,6 +97,8 @@ class DSRLCallback(BaseCallback):
         self.last_eval = evaluate(self.model, self.eval_env, self.eval_episodes, self.eval_deterministic, self.seed)
         for key, value in self.last_eval.items():
             self.logger.record(f"eval/{key}", value)
+        if self.bar is not None:
+            self.bar.set_postfix({f"eval {k}": f"{v:.3g}" for k, v in self.last_eval.items() if k != "return_std"})
         self.logger.record("train/env_steps", self.env_steps)
         self.logger.dump(self.num_timesteps)
         return self.last_eval
@@ -101,3 +115,5 @@ class DSRLCallback(BaseCallback):
         if self.last_eval_step != self.env_steps:
             self.run_evaluation()
         self.save()
+        if self.bar is not None:
+            self.bar.close()

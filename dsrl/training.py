@@ -161,6 +161,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             save_interval=cfg.save_model_interval,
             checkpoint_dir=os.path.join(run_dir, "checkpoints"),
             seed=cfg.seed + 10_000,
+            progress_bar=cfg.progress_bar,
         )
         try:
             model.learn(total_timesteps=cfg.train.total_env_steps, callback=callback, log_interval=cfg.log_interval)
