@@ -23,3 +23,11 @@ if [[ "$task" == lift || "$task" == all ]]; then
   python scripts/evaluate.py --config cfg/robomimic/dsrl_lift.yaml --episodes 100 --n-envs 4 --seed 0 \
     --json checkpoints/robomimic/lift/diffusion/evaluation.json
 fi
+
+if [[ "$task" == can || "$task" == all ]]; then
+  python scripts/make_dataset.py robomimic --task can --demos 150 --out data/robomimic/can
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=robomimic_can.yaml dataset=data/robomimic/can \
+    train.steps=10000 train.save_every=2000 eval.n_episodes=20 eval.n_envs=4 overwrite=true
+  python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --episodes 100 --n-envs 4 --seed 0 \
+    --json checkpoints/robomimic/can/diffusion/evaluation.json
+fi
