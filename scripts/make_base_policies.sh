@@ -31,3 +31,12 @@ if [[ "$task" == can || "$task" == all ]]; then
   python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --episodes 100 --n-envs 4 --seed 0 \
     --json checkpoints/robomimic/can/diffusion/evaluation.json
 fi
+
+if [[ "$task" == hopper || "$task" == all ]]; then
+  # SB3 SAC expert for 100k steps; the snapshot nearest a third of its best return collects 200k steps.
+  python scripts/make_dataset.py gym --env Hopper-v5 --out data/gym/hopper --expert-steps 100000
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=gym_hopper.yaml dataset=data/gym/hopper \
+    train.steps=5000 train.save_every=2500 eval.n_episodes=10 eval.n_envs=4 overwrite=true
+  python scripts/evaluate.py --config cfg/gym/dsrl_hopper.yaml --episodes 100 --n-envs 4 --seed 0 \
+    --json checkpoints/gym/hopper/diffusion/evaluation.json
+fi
