@@ -15,22 +15,17 @@ if [[ "$task" == steering || "$task" == all ]]; then
   done
 fi
 
-if [[ "$task" == lift || "$task" == all ]]; then
-  python scripts/make_dataset.py robomimic --task lift --demos 150 --out data/robomimic/lift
-  # An early checkpoint on purpose (as in the DSRL paper): room for DSRL to improve it.
-  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=robomimic_lift.yaml dataset=data/robomimic/lift \
-    train.steps=1500 train.save_every=250 eval.n_episodes=50 eval.n_envs=4 overwrite=true
-  python scripts/evaluate.py --config cfg/robomimic/dsrl_lift.yaml --episodes 100 --n-envs 4 --seed 0 \
-    --json checkpoints/robomimic/lift/diffusion/evaluation.json
-fi
-
-if [[ "$task" == can || "$task" == all ]]; then
-  python scripts/make_dataset.py robomimic --task can --demos 150 --out data/robomimic/can
-  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=robomimic_can.yaml dataset=data/robomimic/can \
-    train.steps=10000 train.save_every=2000 eval.n_episodes=20 eval.n_envs=4 overwrite=true
-  python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --episodes 100 --n-envs 4 --seed 0 \
-    --json checkpoints/robomimic/can/diffusion/evaluation.json
-fi
+# robomimic TASK BC_STEPS SAVE_EVERY EVAL_EPISODES: scripted demos -> behaviour cloning -> 100-episode evaluation.
+# The checkpoints are early on purpose (as in the DSRL paper), so that DSRL has room to improve them.
+robomimic() {
+  python scripts/make_dataset.py robomimic --task "$1" --demos 150 --out "data/robomimic/$1"
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name="robomimic_$1.yaml" dataset="data/robomimic/$1" \
+    train.steps="$2" train.save_every="$3" eval.n_episodes="$4" eval.n_envs=4 overwrite=true
+  python scripts/evaluate.py --config "cfg/robomimic/dsrl_$1.yaml" --episodes 100 --n-envs 4 --seed 0 \
+    --json "checkpoints/robomimic/$1/diffusion/evaluation.json"
+}
+if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
+if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
 
 if [[ "$task" == hopper || "$task" == all ]]; then
   # SB3 SAC expert for 100k steps; the snapshot nearest a third of its best return collects 200k steps.

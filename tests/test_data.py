@@ -42,7 +42,7 @@ def test_dppo_npz_round_trip_is_normalised(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda d: d.pop("rewards"), r"lacks key\(s\) \['rewards'\]"),
+        (lambda d: d.pop("rewards"), r"lacks array\(s\) \['rewards'\]"),
         (lambda d: d.update(traj_lengths=np.array([3, 3])), "states has 5 rows, traj_lengths sum to 6"),
         (lambda d: d["actions"].__setitem__((1, 0), np.nan), "actions has a non-finite value at row 1"),
     ],

@@ -8,10 +8,11 @@ map back to simulator units as ``(a + 1) / 2 * (max - min) + min``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from dsrl.npz_files import read_arrays
 
 REQUIRED_ARRAYS = ("obs_min", "obs_max", "action_min", "action_max")
 EPS = 1e-6
@@ -37,13 +38,8 @@ class Normalizer:
     @classmethod
     def load(cls, path: str) -> "Normalizer":
         """Read a normalisation file; a missing file or array raises an error naming it."""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"normalization file {path!r} does not exist")
-        with np.load(path) as data:
-            missing = [k for k in REQUIRED_ARRAYS if k not in data.files]
-            if missing:
-                raise ValueError(f"normalization file {path!r} lacks array(s) {missing}; it has {sorted(data.files)}")
-            arrays = {k: np.asarray(data[k], dtype=np.float32).reshape(-1) for k in REQUIRED_ARRAYS}
+        raw = read_arrays(path, REQUIRED_ARRAYS, "normalization file")
+        arrays = {k: v.astype(np.float32).reshape(-1) for k, v in raw.items()}
         for kind in ("obs", "action"):
             lo, hi = arrays[f"{kind}_min"], arrays[f"{kind}_max"]
             if lo.shape != hi.shape:

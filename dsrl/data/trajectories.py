@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsrl.base_policies.normalization import Normalizer
+from dsrl.npz_files import read_arrays
 
 KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
 
@@ -64,19 +65,14 @@ class Trajectories:
 
 def load_dppo(path: str) -> Trajectories:
     """Read a DPPO ``train.npz`` (normalised data) and check it."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"dataset {path!r} does not exist")
-    with np.load(path) as data:
-        missing = [k for k in KEYS if k not in data.files]
-        if missing:
-            raise ValueError(f"dataset {path!r} lacks key(s) {missing}; it has {sorted(data.files)}")
-        trajectories = Trajectories(
-            states=data["states"].astype(np.float32),
-            actions=data["actions"].astype(np.float32),
-            rewards=data["rewards"].astype(np.float32),
-            terminals=data["terminals"].astype(bool),
-            traj_lengths=data["traj_lengths"].astype(np.int64),
-        )
+    data = read_arrays(path, KEYS, "dataset")
+    trajectories = Trajectories(
+        states=data["states"].astype(np.float32),
+        actions=data["actions"].astype(np.float32),
+        rewards=data["rewards"].astype(np.float32),
+        terminals=data["terminals"].astype(bool),
+        traj_lengths=data["traj_lengths"].astype(np.int64),
+    )
     return trajectories.validate(path)
 
 
