@@ -147,3 +147,19 @@ def test_convert_a_robomimic_format_file_like_the_released_ones(tmp_path):
     assert "2 demos, 10 steps, obs_dim 23, action_dim 7" in result.stdout
     loaded = load_dppo(str(out / "train.npz"))
     assert loaded.states.shape == (10, 23) and os.path.isfile(out / "normalization.npz")
+
+
+def test_gym_medium_snapshot_and_collection(tmp_path):
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    from dsrl.data.gym_expert import Snapshot, collect, pick_medium
+
+    snapshots = [Snapshot(10, "a", 20.0), Snapshot(20, "b", 310.0), Snapshot(30, "c", 1000.0), Snapshot(40, "d", 900.0)]
+    assert pick_medium(snapshots, 1 / 3).steps == 20
+    path = str(tmp_path / "sac.zip")
+    SAC("MlpPolicy", gym.make("Hopper-v5"), seed=0, device="cpu").save(path)
+    data, returns = collect(path, "Hopper-v5", n_steps=300, seed=0)
+    assert int(data.traj_lengths.sum()) == 300 and data.states.shape == (300, 11) and data.actions.shape == (300, 3)
+    assert len(returns) == int(data.terminals.sum()) == len(data.traj_lengths) - (0 if data.terminals[-1] else 1)
+    data.validate("collected")
