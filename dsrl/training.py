@@ -126,14 +126,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
     base_policy = load_base_policy(base_cfg, device)
     normalizer = Normalizer.load(user_path(base_cfg["normalization"]))
-    for kind, have, want in (
-        ("obs", normalizer.obs_dim, base_policy.obs_dim),
-        ("action", normalizer.action_dim, base_policy.action_dim),
-    ):
-        if have != want:
-            raise ValueError(
-                f"base_policy.normalization has {kind}_min of {have} dims, but base_policy.{kind}_dim={want}"
-            )
+    normalizer.require_dims(base_policy.obs_dim, base_policy.action_dim, "base_policy.normalization")
     chunk, cond_steps = base_policy.chunk, base_policy.cond_steps
 
     env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_envs"])

@@ -35,13 +35,10 @@ from dsrl.pretrain import behaviour_clone
 def check_dataset(dataset_dir: str, base_cfg: dict) -> tuple[str, Normalizer]:
     """Paths of train.npz and its normalisation, checked against the policy's dimensions."""
     train_path = os.path.join(dataset_dir, "train.npz")
-    normalizer = Normalizer.load(os.path.join(dataset_dir, "normalization.npz"))
-    for kind, have in (("obs", normalizer.obs_dim), ("action", normalizer.action_dim)):
-        want = base_cfg[f"{kind}_dim"]
-        if have != want:
-            raise ValueError(
-                f"dataset {dataset_dir!r} has {kind}_dim {have}, the task config's base_policy expects {want}"
-            )
+    normalization_path = os.path.join(dataset_dir, "normalization.npz")
+    normalizer = Normalizer.load(normalization_path)
+    source = f"dataset normalization {normalization_path!r}"
+    normalizer.require_dims(base_cfg["obs_dim"], base_cfg["action_dim"], source)
     return train_path, normalizer
 
 

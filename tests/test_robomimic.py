@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_POLICY
 
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
@@ -75,17 +76,7 @@ def test_shipped_env_meta_matches_dppo_settings():
 
 def test_short_dsrl_run_on_lift(tmp_path):
     torch.manual_seed(0)
-    policy_cfg = dict(
-        type="diffusion",
-        obs_dim=19,
-        action_dim=7,
-        horizon_steps=4,
-        mlp_dims=[32, 32, 32],
-        residual_style=True,
-        activation_type="Mish",
-        denoising_steps=20,
-        ddim_steps=4,
-    )
+    policy_cfg = dict(SMALL_POLICY, obs_dim=19, action_dim=7, activation_type="Mish", denoising_steps=20, ddim_steps=4)
     policy = build_base_policy(policy_cfg)
     save_checkpoint(str(tmp_path / "state.pt"), policy, policy, epoch=0)
     IDENTITY.save(str(tmp_path / "normalization.npz"))

@@ -56,6 +56,12 @@ class Normalizer:
             actions.max(0).astype(np.float32),
         )
 
+    def require_dims(self, obs_dim: int, action_dim: int, source: str) -> None:
+        """Raise a ValueError naming ``source`` when the bounds are not for (obs_dim, action_dim)."""
+        for kind, have, want in (("obs", self.obs_dim, obs_dim), ("action", self.action_dim, action_dim)):
+            if have != want:
+                raise ValueError(f"{source} has {kind}_min of {have} dims, but base_policy.{kind}_dim={want}")
+
     def matches(self, other: "Normalizer") -> bool:
         """Whether both hold the same bounds (to float32 precision)."""
         return all(

@@ -18,7 +18,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from tqdm import tqdm
 
-from dsrl.data.trajectories import Trajectories, concatenate
+from dsrl.data.trajectories import Trajectories, concatenate, record_episode
 
 
 @dataclass
@@ -75,17 +75,12 @@ def collect(model_path: str, env_id: str, n_steps: int, seed: int) -> tuple[Traj
     episodes, returns, steps = [], [], 0
     with tqdm(total=n_steps, desc=f"collecting {env_id}") as bar:
         while steps < n_steps:
-            obs, _ = env.reset(seed=seed + len(episodes))
-            episode = {"states": [], "actions": [], "rewards": [], "terminals": []}
-            done = False
-            while not done and steps < n_steps:
-                action, _ = model.predict(obs, deterministic=False)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                for key, value in zip(episode, (obs, action, reward, terminated)):
-                    episode[key].append(value)
-                obs, done, steps = next_obs, terminated or truncated, steps + 1
-                bar.update()
+            episode, _, done = record_episode(
+                env, lambda obs: model.predict(obs, deterministic=False)[0], seed + len(episodes), n_steps - steps
+            )
             if done:
                 returns.append(float(np.sum(episode["rewards"])))
-            episodes.append({k: np.asarray(v) for k, v in episode.items()})
+            episodes.append(episode)
+            steps += len(episode["actions"])
+            bar.update(len(episode["actions"]))
     return concatenate(episodes), returns

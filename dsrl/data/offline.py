@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from dsrl.data.trajectories import load_dppo
+from dsrl.data.trajectories import action_chunks, load_dppo
 
 
 
@@ -22,12 +22,12 @@ def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict
     for length in data.traj_lengths:
         s, a = data.states[start : start + length], data.actions[start : start + length]
         r, d = data.rewards[start : start + length] - reward_offset, data.terminals[start : start + length]
-        padded = np.concatenate([a, np.repeat(a[-1:], chunk - 1, axis=0)])
+        chunks = action_chunks(a, chunk).reshape(length, -1)
         for t in range(length):
             end = min(t + chunk, length)
             out["obs"].append(s[t])
             out["next_obs"].append(s[min(end, length - 1)])
-            out["actions"].append(padded[t : t + chunk].reshape(-1))
+            out["actions"].append(chunks[t])
             out["rewards"].append(r[t:end].sum())
             out["dones"].append(d[t:end].any())
         start += length

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Callable
 
+import gymnasium as gym
 import numpy as np
 
 from dsrl.base_policies.normalization import Normalizer
@@ -76,6 +78,27 @@ def load_dppo(path: str) -> Trajectories:
     return trajectories.validate(path)
 
 
+def record_episode(
+    env: gym.Env, act: Callable[[np.ndarray], np.ndarray], seed: int, max_steps: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    """Run ``act`` (observation -> action) from ``env.reset(seed=seed)`` for at most ``max_steps`` steps.
+
+    :return: the episode (``states``, ``actions``, ``rewards``, ``terminals``,
+        one row per step), the last step's info, and whether the episode ended
+        (terminated or truncated) within ``max_steps``
+    """
+    obs, info = env.reset(seed=seed)
+    steps: dict[str, list] = {"states": [], "actions": [], "rewards": [], "terminals": []}
+    done = False
+    while not done and len(steps["actions"]) < max_steps:
+        action = act(obs)
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        for key, value in zip(steps, (obs, action, reward, terminated)):
+            steps[key].append(value)
+        obs, done = next_obs, terminated or truncated
+    return {k: np.asarray(v) for k, v in steps.items()}, info, done
+
+
 def concatenate(episodes: list[dict[str, np.ndarray]]) -> Trajectories:
     """Join per-episode dicts (``states``, ``actions``, ``rewards``, ``terminals``) into one dataset."""
     return Trajectories(
@@ -85,6 +108,15 @@ def concatenate(episodes: list[dict[str, np.ndarray]]) -> Trajectories:
         terminals=np.concatenate([e["terminals"] for e in episodes]).astype(bool),
         traj_lengths=np.array([len(e["actions"]) for e in episodes], dtype=np.int64),
     )
+
+
+def action_chunks(actions: np.ndarray, chunk: int) -> np.ndarray:
+    """The chunk starting at each step of one trajectory: (L, action_dim) -> (L, chunk, action_dim).
+
+    Chunks running past the trajectory's end repeat its last action.
+    """
+    padded = np.concatenate([actions, np.repeat(actions[-1:], chunk - 1, axis=0)])
+    return np.stack([padded[t : t + chunk] for t in range(len(actions))])
 
 
 def chunk_pairs(trajectories: Trajectories, chunk: int, cond_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +131,7 @@ def chunk_pairs(trajectories: Trajectories, chunk: int, cond_steps: int = 1) -> 
         states = trajectories.states[start : start + length]
         actions = trajectories.actions[start : start + length]
         padded_states = np.concatenate([np.repeat(states[:1], cond_steps - 1, axis=0), states])
-        padded_actions = np.concatenate([actions, np.repeat(actions[-1:], chunk - 1, axis=0)])
-        for t in range(length):
-            obs_out.append(padded_states[t : t + cond_steps].reshape(-1))
-            chunk_out.append(padded_actions[t : t + chunk])
+        obs_out.extend(padded_states[t : t + cond_steps].reshape(-1) for t in range(length))
+        chunk_out.extend(action_chunks(actions, chunk))
         start += length
     return np.asarray(obs_out, np.float32), np.asarray(chunk_out, np.float32)

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dsrl.data.trajectories import Trajectories, concatenate
+from dsrl.data.trajectories import Trajectories, concatenate, record_episode
 
 GOALS = np.array([[1.0, 1.0], [-1.0, 1.0]], dtype=np.float32)
 START = np.array([0.0, -1.0], dtype=np.float32)
@@ -73,17 +73,10 @@ def collect_demonstrations(n_episodes: int, seed: int, max_episode_steps: int = 
     rng = np.random.default_rng(seed)
     episodes, successes = [], 0
     for episode in range(n_episodes):
-        obs, _ = env.reset(seed=seed * 100_003 + episode)
         goal = GOALS[rng.integers(2)]
-        steps: dict[str, list] = {"states": [], "actions": [], "rewards": [], "terminals": []}
-        for _ in range(max_episode_steps):
-            action = expert_action(obs, goal, rng)
-            next_obs, reward, terminated, _, info = env.step(action)
-            for key, value in zip(steps, (obs, action, reward, terminated)):
-                steps[key].append(value)
-            obs = next_obs
-            if terminated:
-                break
+        steps, info, _ = record_episode(
+            env, lambda obs: expert_action(obs, goal, rng), seed * 100_003 + episode, max_episode_steps
+        )
         successes += info["is_success"]
-        episodes.append({k: np.asarray(v) for k, v in steps.items()})
+        episodes.append(steps)
     return concatenate(episodes), successes / n_episodes
