@@ -12,9 +12,10 @@ from conftest import SMALL_POLICY
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
 from dsrl.config import compose_task_config, repo_path
-from dsrl.data.robomimic_experts import LiftExpert
+from dsrl.data.robomimic_experts import CanExpert, LiftExpert, run_expert_episode
+from dsrl.data.robomimic_hdf5 import read_env_meta, read_low_dim, write_demos
 from dsrl.envs.factory import check_env_config, make_env
-from dsrl.envs.robomimic import LOW_DIM_KEYS, make_robomimic_env
+from dsrl.envs.robomimic import LOW_DIM_KEYS, env_meta_path, load_env_meta, make_robomimic_env
 from dsrl.training import run
 
 IDENTITY = Normalizer(
@@ -50,6 +51,21 @@ def test_scripted_lift_success_is_detected_with_offset_reward():
             break
     assert terminated and info["is_success"]
     assert rewards[-1] == 0.0 and set(rewards[:-1]) == {-1.0}, "sparse success reward minus 1 per step"
+
+
+def test_scripted_can_demo_succeeds_and_round_trips_through_hdf5(tmp_path):
+    env = make_robomimic_env("can", 300)
+    demo, success = run_expert_episode(CanExpert(env, np.random.default_rng(0), noise=0.0), seed=0, max_steps=300)
+    assert success and demo["dones"][-1] == 1.0 and demo["rewards"][-1] == 1.0 and demo["dones"][:-1].sum() == 0
+    assert len(demo["obs"]) == len(demo["actions"]) == len(demo["states"]) < 300
+    path = str(tmp_path / "can.hdf5")
+    write_demos(path, load_env_meta(env_meta_path("can")), [demo])
+    assert read_env_meta(path)["env_name"] == "PickPlaceCan"
+    data = read_low_dim(path, LOW_DIM_KEYS["can"])
+    assert data.states.shape == (len(demo["actions"]), 23)
+    first_obs, _ = env.reset(seed=0)
+    np.testing.assert_allclose(data.states[0], first_obs, rtol=1e-6)
+    np.testing.assert_allclose(data.actions, demo["actions"], rtol=1e-6)
 
 
 def test_robomimic_config_errors_come_before_any_env(tmp_path):

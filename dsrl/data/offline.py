@@ -9,7 +9,6 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from dsrl.data.trajectories import action_chunks, load_dppo
 
 
-
 def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict[str, np.ndarray]:
     """One transition per dataset step: (obs, chunk of actions, summed reward, obs after the chunk, done).
 
