@@ -15,6 +15,8 @@ setup(
         "mujoco==3.3.7",  # mujoco 4.x breaks robosuite 1.4.1
         "stable-baselines3>=2.4,<3",
         "hydra-core>=1.3,<1.4",
+        "hydra-joblib-launcher>=1.2",  # local parallel seeds: hydra/launcher=local_seeds
+        "hydra-submitit-launcher>=1.2",  # SLURM clusters: hydra/launcher=slurm
         "omegaconf>=2.3",
         "wandb>=0.17",
         "tensorboard>=2.14",
@@ -23,6 +25,8 @@ setup(
         "rich",
         "pyyaml",
         "imageio>=2.30",
+        "imageio-ffmpeg>=0.4",  # mp4 evaluation videos
+        "scipy>=1.10",
         "matplotlib>=3.7",
         "robosuite==1.4.1",  # the version DPPO's env_meta files were made with
         "robomimic==0.3.0",

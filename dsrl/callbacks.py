@@ -1,46 +1,40 @@
-"""SB3 callbacks of a DSRL run: simulator-step counting, evaluation, checkpoints; W&B output."""
+"""The SB3 callback of a DSRL run: simulator-step counting, training metrics, evaluation, checkpoints."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
+import time
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import KVWriter
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
+from dsrl.checkpointing import Checkpointer, Resume
 from dsrl.evaluation import evaluate
-
-
-class WandbOutputFormat(KVWriter):
-    """SB3 logger output that sends every dumped record to an active W&B run."""
-
-    def __init__(self, run: Any):
-        self.run = run
-
-    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-        numbers = {k: v for k, v in key_values.items() if isinstance(v, (int, float, np.number))}
-        self.run.log(numbers, step=step)
+from dsrl.video import EvalVideo
 
 
 class DSRLCallback(BaseCallback):
     """Counts simulator steps and, by that count, evaluates, saves and stops.
 
-    Records ``train/env_steps`` (simulator steps, chunk included) and
-    ``train/gradient_steps`` with every log dump, ``eval/*`` after each
-    evaluation, and writes ``<run_dir>/checkpoints/model_<env_steps>.zip``
-    (through a temporary file, so no partial file is ever taken as a checkpoint).
+    Records with every log dump ``train/env_steps`` (simulator steps, chunk
+    included), ``train/gradient_steps``, ``train/env_steps_per_s`` and, over
+    the last 100 finished training episodes, ``train/episode_return`` and
+    ``train/success_rate``; after each evaluation ``eval/success_rate``,
+    ``eval/return_mean`` and ``eval/return_std`` (the actor's mean noise) and,
+    with ``eval_stochastic``, the same as ``eval/stochastic_*`` (sampled noise).
 
     :param eval_env: evaluation VecEnv, in the model's action space
     :param total_env_steps: stop once this many simulator steps have run
     :param eval_interval: simulator steps between evaluations (0: only the final one)
     :param eval_episodes: episodes per evaluation
-    :param eval_deterministic: evaluate the actor's mean noise
+    :param eval_stochastic: also evaluate with noise sampled from the actor
     :param save_interval: simulator steps between checkpoints (0: only at the end)
-    :param checkpoint_dir: where checkpoints go
+    :param checkpointer: writes the checkpoints
     :param seed: evaluation episodes are seeded from it, identically each time
+    :param wandb_run_id: stored with each checkpoint so that a resumed run continues the W&B run
+    :param video: records an evaluation episode after some evaluations (None: never)
+    :param resume: the checkpoint a resumed run continues from (its counters are restored)
     :param progress_bar: show a console bar of simulator steps with steps/s and the latest evaluation
     """
 
@@ -50,10 +44,13 @@ class DSRLCallback(BaseCallback):
         total_env_steps: int,
         eval_interval: int,
         eval_episodes: int,
-        eval_deterministic: bool,
+        eval_stochastic: bool,
         save_interval: int,
-        checkpoint_dir: str,
+        checkpointer: Checkpointer,
         seed: int,
+        wandb_run_id: str | None = None,
+        video: EvalVideo | None = None,
+        resume: Resume | None = None,
         progress_bar: bool = True,
     ):
         super().__init__()
@@ -61,19 +58,28 @@ class DSRLCallback(BaseCallback):
         self.total_env_steps = total_env_steps
         self.eval_interval = eval_interval
         self.eval_episodes = eval_episodes
-        self.eval_deterministic = eval_deterministic
+        self.eval_stochastic = eval_stochastic
         self.save_interval = save_interval
-        self.checkpoint_dir = checkpoint_dir
+        self.checkpointer = checkpointer
         self.seed = seed
-        self.env_steps = 0
-        self.next_eval = eval_interval
-        self.next_save = save_interval
+        self.wandb_run_id = wandb_run_id
+        self.video = video
+        counters = resume.counters if resume else {}
+        self.env_steps = counters.get("env_steps", 0)
+        self.next_eval = counters.get("next_eval", eval_interval)
+        self.next_save = counters.get("next_save", save_interval)
+        self.n_evals = counters.get("n_evals", 0)
         self.last_eval: dict[str, float] = {}
         self.last_eval_step = -1
         self.show_progress = progress_bar
         self.bar: tqdm | None = None
 
+    def counters(self) -> dict[str, int]:
+        """What a resumed run needs to continue counting, evaluating and saving where this one stopped."""
+        return dict(env_steps=self.env_steps, next_eval=self.next_eval, next_save=self.next_save, n_evals=self.n_evals)
+
     def _on_training_start(self) -> None:
+        self.start = (time.perf_counter(), self.env_steps)
         if self.show_progress:
             self.bar = tqdm(total=self.total_env_steps, initial=self.env_steps, unit="env step", dynamic_ncols=True)
 
@@ -82,8 +88,7 @@ class DSRLCallback(BaseCallback):
         self.env_steps += new_steps
         if self.bar is not None:
             self.bar.update(new_steps)
-        self.logger.record("train/env_steps", self.env_steps)
-        self.logger.record("train/gradient_steps", self.model._n_updates)
+        self.record_training_metrics()
         if self.eval_interval and self.env_steps >= self.next_eval:
             self.next_eval += self.eval_interval
             self.run_evaluation()
@@ -92,24 +97,37 @@ class DSRLCallback(BaseCallback):
             self.save()
         return self.env_steps < self.total_env_steps
 
+    def record_training_metrics(self) -> None:
+        elapsed = time.perf_counter() - self.start[0]
+        self.logger.record("train/env_steps", self.env_steps)
+        self.logger.record("train/gradient_steps", self.model._n_updates)
+        self.logger.record("train/env_steps_per_s", (self.env_steps - self.start[1]) / max(elapsed, 1e-9))
+        if self.model.ep_info_buffer:
+            self.logger.record("train/episode_return", float(np.mean([e["r"] for e in self.model.ep_info_buffer])))
+        if self.model.ep_success_buffer:
+            self.logger.record("train/success_rate", float(np.mean(self.model.ep_success_buffer)))
+
     def run_evaluation(self) -> dict[str, float]:
         self.last_eval_step = self.env_steps
-        self.last_eval = evaluate(self.model, self.eval_env, self.eval_episodes, self.eval_deterministic, self.seed)
+        self.n_evals += 1
+        self.last_eval = evaluate(self.model, self.eval_env, self.eval_episodes, True, self.seed)
         for key, value in self.last_eval.items():
             self.logger.record(f"eval/{key}", value)
+        if self.eval_stochastic:
+            stochastic = evaluate(self.model, self.eval_env, self.eval_episodes, False, self.seed)
+            for key, value in stochastic.items():
+                self.logger.record(f"eval/stochastic_{key}", value)
+        if self.video is not None:
+            self.video.after_evaluation(self.model, self.n_evals, self.env_steps)
         if self.bar is not None:
             self.bar.set_postfix({f"eval {k}": f"{v:.3g}" for k, v in self.last_eval.items() if k != "return_std"})
-        self.logger.record("train/env_steps", self.env_steps)
+        self.record_training_metrics()
         self.logger.dump(self.num_timesteps)
+        self.record_training_metrics()  # the dump cleared them; SB3 may dump its own stats in this same step
         return self.last_eval
 
     def save(self) -> str:
-        os.makedirs(self.checkpoint_dir, exist_ok=True)
-        path = os.path.join(self.checkpoint_dir, f"model_{self.env_steps}.zip")
-        tmp = os.path.join(self.checkpoint_dir, f".model_{self.env_steps}.partial.zip")
-        self.model.save(tmp)
-        os.replace(tmp, path)
-        return path
+        return self.checkpointer.save(self.model, self.counters(), self.wandb_run_id)
 
     def _on_training_end(self) -> None:
         if self.last_eval_step != self.env_steps:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from typing import Any
@@ -11,7 +10,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -19,13 +17,19 @@ from torch import nn
 from dsrl.algorithms.policies import DSRLSACPolicy
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
 from dsrl.base_policies import NoisePolicy, Normalizer, load_base_policy
-from dsrl.callbacks import DSRLCallback, WandbOutputFormat
+from dsrl.callbacks import DSRLCallback
+from dsrl.checkpointing import Checkpointer, Resume, load_resume, save_run_config
 from dsrl.config import check_run_config, user_path
 from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.factory import check_env_config, make_vec_env
+from dsrl.run_logging import make_logger
+from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
 log = logging.getLogger(__name__)
+
+MUJOCO_SUITES = ("gym", "robomimic")
+"""Suites whose simulators render through MuJoCo's offscreen contexts."""
 
 WORKER_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
 """What SB3's SubprocVecEnv raises in the learner when a worker process has died."""
@@ -60,6 +64,13 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
     )
 
 
+def in_agent_action_space(cfg: DictConfig, venv: VecEnv, base_policy: NoisePolicy) -> VecEnv:
+    """The chunk env for DSRL-NA; for DSRL-SAC the noise-action env that denoises through the base policy."""
+    if cfg.algorithm == "dsrl_sac":
+        return DiffusionPolicyEnvWrapper(venv, base_policy, cfg.train.action_magnitude)
+    return venv
+
+
 def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: torch.device) -> BaseAlgorithm:
     """DSRL-NA (``SACDiffusionNoise``) on the chunk env, or SB3 SAC on the noise-action env (DSRL-SAC)."""
     kwargs = sac_kwargs(cfg, device, cfg.seed)
@@ -78,7 +89,22 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
         raise ValueError(
             "dsrl_sac runs SB3's SAC: it needs train.backup_entropy=true and critic_backup_combine_type=min"
         )
-    return SAC(DSRLSACPolicy, DiffusionPolicyEnvWrapper(env, base_policy, cfg.train.action_magnitude), **kwargs)
+    return SAC(DSRLSACPolicy, in_agent_action_space(cfg, env, base_policy), **kwargs)
+
+
+def load_agent(
+    cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: torch.device, resume: Resume
+) -> BaseAlgorithm:
+    """The agent of a resumed run: its latest model and replay buffer, envs reseeded past the steps already run."""
+    if cfg.algorithm == "dsrl_na":
+        model = SACDiffusionNoise.load(resume.model_path, env=env, device=device, base_policy=base_policy)
+    else:
+        model = SAC.load(resume.model_path, env=in_agent_action_space(cfg, env, base_policy), device=device)
+    model.set_random_seed(cfg.seed + resume.counters["env_steps"])
+    resume.restore_rng()
+    if resume.replay_buffer_path:
+        model.load_replay_buffer(resume.replay_buffer_path)
+    return model
 
 
 def check_offline_normalization(data_path: str, normalizer: Normalizer) -> None:
@@ -93,34 +119,42 @@ def check_offline_normalization(data_path: str, normalizer: Normalizer) -> None:
         )
 
 
-def make_logger(cfg: DictConfig, run_dir: str) -> tuple[Logger, Any]:
-    """SB3 logger writing stdout, CSV, TensorBoard (if enabled) and W&B (unless disabled)."""
-    formats = ["stdout", "csv"] + (["tensorboard"] if cfg.tensorboard else [])
-    logger = configure(run_dir, formats)
-    wandb_run = None
-    if cfg.wandb.mode != "disabled":
-        import wandb
-
-        wandb_run = wandb.init(
-            mode=cfg.wandb.mode,
-            project=cfg.wandb.project,
-            group=cfg.wandb.group,
-            name=cfg.wandb.name,
-            dir=run_dir,
-            config=OmegaConf.to_container(cfg, resolve=True),
-        )
-        logger.output_formats.append(WandbOutputFormat(wandb_run))
-    return logger, wandb_run
+def make_video(
+    cfg: DictConfig, env_cfg: dict[str, Any], normalizer: Normalizer, base_policy: NoisePolicy, run_dir: str, wandb_run
+) -> EvalVideo | None:
+    """The evaluation-video recorder, or None when videos are off or no offscreen renderer works here."""
+    if not cfg.video.every_evals:
+        return None
+    if env_cfg["suite"] in MUJOCO_SUITES:
+        tried = renderer_candidates()
+        backend = find_renderer(tried)
+        if backend is None:
+            log.warning("no MuJoCo offscreen renderer works here (tried MUJOCO_GL=%s): no evaluation videos", tried)
+            return None
+        os.environ["MUJOCO_GL"] = backend
+    venv = make_vec_env(env_cfg, normalizer, base_policy.chunk, base_policy.cond_steps, 1, render=True)
+    fps = cfg.video.fps or venv.envs[0].unwrapped.metadata.get("render_fps", 20)
+    env = in_agent_action_space(cfg, venv, base_policy)
+    return EvalVideo(env, cfg.video.every_evals, os.path.join(run_dir, "videos"), int(fps), wandb_run)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train DSRL as configured; returns the final evaluation (success_rate, return_mean, return_std)."""
+    """Train DSRL as configured (or continue ``cfg.resume``); returns the final evaluation.
+
+    :return: success_rate (tasks that report success), return_mean, return_std
+        of the actor's mean noise
+    """
     check_run_config(cfg)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     check_env_config(env_cfg)
+    resume = load_resume(user_path(cfg.resume), cfg) if cfg.resume else None
+    if resume and resume.counters["env_steps"] >= cfg.train.total_env_steps:
+        raise ValueError(
+            f"resume={cfg.resume!r} has already run {resume.counters['env_steps']} env steps >= "
+            f"train.total_env_steps={cfg.train.total_env_steps}; raise train.total_env_steps to continue it"
+        )
     device = get_device(cfg.device)
-    run_dir = user_path(cfg.run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir = resume.run_dir if resume else user_path(cfg.run_dir)
 
     base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
     base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
@@ -129,46 +163,67 @@ def run(cfg: DictConfig) -> dict[str, float]:
     normalizer.require_dims(base_policy.obs_dim, base_policy.action_dim, "base_policy.normalization")
     chunk, cond_steps = base_policy.chunk, base_policy.cond_steps
 
+    os.makedirs(run_dir, exist_ok=True)
+    if not resume:
+        save_run_config(run_dir, cfg)
     env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_envs"])
     eval_env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_eval_envs"])
-    wandb_run = None
+    wandb_run, video = None, None
     try:
-        model = build_agent(cfg, env, base_policy, device)
-        if cfg.algorithm == "dsrl_sac":
-            eval_env = DiffusionPolicyEnvWrapper(eval_env, base_policy, cfg.train.action_magnitude)
-        if cfg.train.load_offline_data:
+        if resume:
+            model = load_agent(cfg, env, base_policy, device, resume)
+        else:
+            model = build_agent(cfg, env, base_policy, device)
+        eval_env = in_agent_action_space(cfg, eval_env, base_policy)
+        if cfg.train.load_offline_data and not resume:
             if cfg.algorithm != "dsrl_na":
                 raise ValueError("train.load_offline_data needs algorithm=dsrl_na (DSRL-SAC's buffer holds noise)")
             data_path = user_path(cfg.train.load_offline_data)
             check_offline_normalization(data_path, normalizer)
             transitions = chunk_transitions(data_path, chunk, cfg.env.reward_offset)
             log.info("added %d offline transitions", add_to_replay_buffer(model.replay_buffer, transitions))
-        logger, wandb_run = make_logger(cfg, run_dir)
+        logger, wandb_run = make_logger(
+            cfg,
+            run_dir,
+            resume_env_steps=resume.counters["env_steps"] if resume else None,
+            wandb_run_id=resume.wandb_run_id if resume else None,
+        )
         model.set_logger(logger)
+        video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run)
+        checkpoint_dir = os.path.join(run_dir, "checkpoints")
         callback = DSRLCallback(
             eval_env,
             total_env_steps=cfg.train.total_env_steps,
             eval_interval=cfg.eval.interval_env_steps,
             eval_episodes=cfg.eval.n_episodes,
-            eval_deterministic=cfg.eval.deterministic,
+            eval_stochastic=cfg.eval.stochastic,
             save_interval=cfg.save_model_interval,
-            checkpoint_dir=os.path.join(run_dir, "checkpoints"),
+            checkpointer=Checkpointer(checkpoint_dir, cfg.save_replay_buffer, cfg.keep_checkpoints),
             seed=cfg.seed + 10_000,
+            wandb_run_id=wandb_run.id if wandb_run else None,
+            video=video,
+            resume=resume,
             progress_bar=cfg.progress_bar,
         )
         try:
-            model.learn(total_timesteps=cfg.train.total_env_steps, callback=callback, log_interval=cfg.log_interval)
+            model.learn(
+                total_timesteps=cfg.train.total_env_steps,
+                callback=callback,
+                log_interval=cfg.log_interval,
+                reset_num_timesteps=resume is None,
+            )
         except WORKER_ERRORS as exc:
-            saved = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "model_*.zip")), key=os.path.getmtime)
+            latest = callback.checkpointer.latest()
             raise RuntimeError(
                 f"an environment worker process died ({type(exc).__name__}: {exc}) at env step {callback.env_steps}; "
-                f"the run directory {run_dir} is intact, latest checkpoint: {saved[-1] if saved else 'none yet'}"
+                f"the run directory {run_dir} is intact, latest checkpoint: "
+                f"{latest['model'] if latest else 'none yet'} (continue with resume={run_dir})"
             ) from exc
         return callback.last_eval
     finally:
         if wandb_run is not None:
             wandb_run.finish()
-        close_envs(env, eval_env)
+        close_envs(env, eval_env, *([video.env] if video else []))
 
 
 def close_envs(*envs: VecEnv) -> None:

@@ -63,23 +63,32 @@ def check_env_config(env_cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"env.{key}={env_cfg.get(key)!r} must be a positive integer")
 
 
-def make_env(env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int) -> gym.Env:
-    """One env: simulator (reward minus ``reward_offset``) -> NormalizeWrapper -> ActionChunkWrapper -> Monitor."""
+def make_env(
+    env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int, render: bool = False
+) -> gym.Env:
+    """One env: simulator (reward minus ``reward_offset``) -> NormalizeWrapper -> ActionChunkWrapper -> Monitor.
+
+    With ``render`` the simulator renders offscreen and every step's info holds its ``frames``.
+    """
     make_sim = SUITES[env_cfg["suite"]][0]
-    sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **dict(env_cfg.get("kwargs") or {}))
+    kwargs = dict(env_cfg.get("kwargs") or {}, **({"render_mode": "rgb_array"} if render else {}))
+    sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **kwargs)
     offset = float(env_cfg.get("reward_offset", 0.0))
     if offset:
         sim = gym.wrappers.TransformReward(sim, lambda reward: reward - offset)
     env = NormalizeWrapper(sim, normalizer)
-    env = ActionChunkWrapper(env, chunk, env_cfg["max_episode_steps"], cond_steps)
+    env = ActionChunkWrapper(env, chunk, env_cfg["max_episode_steps"], cond_steps, record_frames=render)
     return Monitor(env)
 
 
 def make_vec_env(
-    env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int, n_envs: int
+    env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int, n_envs: int, render: bool = False
 ) -> VecEnv:
-    """``n_envs`` copies of :func:`make_env` in the configured VecEnv (seed it with ``venv.seed``)."""
+    """``n_envs`` copies of :func:`make_env` in the configured VecEnv (seed it with ``venv.seed``).
+
+    Rendering envs (``render``) always run in the learner's process.
+    """
     check_env_config(env_cfg)
     env_cfg = dict(env_cfg)
-    factory = partial(make_env, env_cfg, normalizer, chunk, cond_steps)
-    return VEC_ENVS[env_cfg["vec_env"]]([factory] * n_envs)
+    factory = partial(make_env, env_cfg, normalizer, chunk, cond_steps, render)
+    return VEC_ENVS["dummy" if render else env_cfg["vec_env"]]([factory] * n_envs)

@@ -103,15 +103,25 @@ class RobomimicLowDimEnv(gym.Env):
     :param env_meta: Robomimic env_meta dict (env name, env kwargs, controller config)
     :param obs_keys: low-dimensional observation keys, concatenated in this order
     :param terminate_on_success: end the episode at the first success
+    :param render_mode: None or "rgb_array" (offscreen, from the ``agentview`` camera; needs MUJOCO_GL=egl|osmesa)
     """
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    camera = "agentview"
+    image_size = 256
 
-    def __init__(self, env_meta: dict[str, Any], obs_keys: Sequence[str], terminate_on_success: bool = True):
+    def __init__(
+        self,
+        env_meta: dict[str, Any],
+        obs_keys: Sequence[str],
+        terminate_on_success: bool = True,
+        render_mode: str | None = None,
+    ):
         env_utils, obs_utils = import_robomimic_env_utils()
         obs_utils.initialize_obs_modality_mapping_from_dict({"low_dim": list(obs_keys)})
+        self.render_mode = render_mode
         self.env = env_utils.create_env_from_metadata(
-            env_meta=env_meta, render=False, render_offscreen=False, use_image_obs=False
+            env_meta=env_meta, render=False, render_offscreen=render_mode is not None, use_image_obs=False
         )
         self.obs_keys = list(obs_keys)
         self.terminate_on_success = terminate_on_success
@@ -142,6 +152,10 @@ class RobomimicLowDimEnv(gym.Env):
         terminated = success and self.terminate_on_success
         return self._flatten(raw), float(reward), terminated, False, {"is_success": success}
 
+    def render(self) -> np.ndarray:
+        """The ``agentview`` camera image (256, 256, 3), upright."""
+        return self.env.render(mode="rgb_array", height=self.image_size, width=self.image_size, camera_name=self.camera)
+
     def close(self) -> None:
         self.env.env.close()
 
@@ -152,7 +166,8 @@ def make_robomimic_env(
     env_meta: str | None = None,
     obs_keys: Sequence[str] | None = None,
     terminate_on_success: bool = True,
+    render_mode: str | None = None,
 ) -> RobomimicLowDimEnv:
     """A Robomimic task by name, from its shipped env_meta unless ``env_meta`` (a path) is given."""
     meta = load_env_meta(env_meta or env_meta_path(name))
-    return RobomimicLowDimEnv(meta, obs_keys or LOW_DIM_KEYS[name], terminate_on_success)
+    return RobomimicLowDimEnv(meta, obs_keys or LOW_DIM_KEYS[name], terminate_on_success, render_mode)

@@ -31,13 +31,20 @@ class SteeringEnv(gym.Env):
     :param goal_radius: the goal line lies this far below the goals
     :param goal_half_width: a crossing at x above this reaches the rewarded goal
     :param start_noise: half-width of the uniform start-position noise
+    :param render_mode: None or "rgb_array" (a top view: rewarded goal green, decoy red, robot blue)
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(
-        self, max_speed: float = 0.15, goal_radius: float = 0.2, goal_half_width: float = 0.5, start_noise: float = 0.05
+        self,
+        max_speed: float = 0.15,
+        goal_radius: float = 0.2,
+        goal_half_width: float = 0.5,
+        start_noise: float = 0.05,
+        render_mode: str | None = None,
     ):
+        self.render_mode = render_mode
         self.max_speed = max_speed
         self.goal_radius = goal_radius
         self.goal_half_width = goal_half_width
@@ -57,6 +64,19 @@ class SteeringEnv(gym.Env):
         terminated = bool(self.position[1] >= GOALS[0, 1] - self.goal_radius)
         success = terminated and bool(self.position[0] > self.goal_half_width)
         return self.position.copy(), float(success), terminated, False, {"is_success": success}
+
+    def render(self, size: int = 128) -> np.ndarray:
+        """A (size, size, 3) uint8 top view of the square [-2, 2]^2, y pointing up."""
+        coords = np.linspace(-2.0, 2.0, size)
+        x, y = np.meshgrid(coords, coords[::-1])
+        image = np.full((size, size, 3), 255, np.uint8)
+        for centre, radius, colour in (
+            (GOALS[0], self.goal_radius, (60, 180, 75)),
+            (GOALS[1], self.goal_radius, (230, 25, 75)),
+            (self.position, 0.08, (0, 90, 200)),
+        ):
+            image[(x - centre[0]) ** 2 + (y - centre[1]) ** 2 <= radius**2] = colour
+        return image
 
 
 def expert_action(position: np.ndarray, goal: np.ndarray, rng: np.random.Generator) -> np.ndarray:

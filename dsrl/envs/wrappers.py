@@ -58,17 +58,21 @@ class ActionChunkWrapper(gym.Wrapper):
     observation is the last ``cond_steps`` simulator observations, oldest
     first, flattened (repeated first observation after a reset).
 
-    ``info`` carries ``sim_steps`` (simulator steps this chunk ran) and, for
-    tasks that report it, ``is_success`` (whether any simulator step in the
-    chunk reported success).
+    ``info`` carries ``sim_steps`` (simulator steps this chunk ran), for
+    tasks that report it ``is_success`` (whether any simulator step in the
+    chunk reported success) and, with ``record_frames``, ``frames``: the
+    rendered image (H, W, 3) after each simulator step.
 
     :param env: env with Box observation (obs_dim,) and action (action_dim,) spaces
     :param chunk: simulator steps per action chunk
     :param max_episode_steps: simulator steps after which the episode is truncated
     :param cond_steps: observations stacked into one policy observation
+    :param record_frames: render the env after every simulator step (it needs render_mode="rgb_array")
     """
 
-    def __init__(self, env: gym.Env, chunk: int, max_episode_steps: int, cond_steps: int = 1):
+    def __init__(
+        self, env: gym.Env, chunk: int, max_episode_steps: int, cond_steps: int = 1, record_frames: bool = False
+    ):
         super().__init__(env)
         if chunk < 1 or max_episode_steps < 1 or cond_steps < 1:
             raise ValueError(
@@ -77,6 +81,7 @@ class ActionChunkWrapper(gym.Wrapper):
         self.chunk = chunk
         self.max_episode_steps = max_episode_steps
         self.cond_steps = cond_steps
+        self.record_frames = record_frames
         inner_obs, inner_act = env.observation_space, env.action_space
         self.action_dim = inner_act.shape[0]
         self.observation_space = spaces.Box(
@@ -101,8 +106,11 @@ class ActionChunkWrapper(gym.Wrapper):
         success: bool | None = None
         info: dict[str, Any] = {}
         sim_steps = 0
+        frames = []
         for step_action in actions:
             obs, reward, terminated, truncated, info = self.env.step(step_action)
+            if self.record_frames:
+                frames.append(self.env.render())
             self._history.append(obs)
             self._elapsed += 1
             sim_steps += 1
@@ -116,4 +124,6 @@ class ActionChunkWrapper(gym.Wrapper):
         info = dict(info, sim_steps=sim_steps)
         if success is not None:
             info["is_success"] = success
+        if self.record_frames:
+            info["frames"] = frames
         return self._observation(), total_reward, terminated, truncated, info

@@ -1,0 +1,193 @@
+"""Run checkpoints and resuming from a run directory.
+
+A checkpoint at ``N`` simulator steps is, in ``<run_dir>/checkpoints/``:
+
+- ``model_<N>.zip``: the SB3 model (networks, optimisers, entropy coefficient,
+  ``num_timesteps`` and ``_n_updates``; the base policy is not in it);
+- ``training_state_<N>.pt``: the callback's counters (simulator steps, next
+  evaluation and save), the W&B run id and the RNG states of python, numpy and torch;
+- ``replay_buffer_<N>.pkl`` when replay buffers are saved (only the latest is kept);
+- ``latest.json``, rewritten last and atomically, names the files of the
+  newest complete checkpoint. A run killed at any moment therefore resumes
+  from its last finished checkpoint; partial files are never named by it.
+
+``<run_dir>/config.yaml`` holds the run's resolved config; a resumed run must
+agree with it on every setting in :data:`MUST_MATCH`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+LATEST = "latest.json"
+CONFIG = "config.yaml"
+MUST_MATCH = (
+    "algorithm",
+    "env.suite",
+    "env.name",
+    "env.kwargs",
+    "env.reward_offset",
+    "base_policy",
+    "train.layer_size",
+    "train.num_layers",
+    "train.n_critics",
+    "train.activation",
+    "train.layer_norm",
+    "train.action_magnitude",
+)
+"""Settings a resumed run must share with the run it continues (dotted config keys)."""
+
+
+def write_atomic(path: str, write: Any) -> None:
+    """Call ``write(tmp_path)``, then move the finished file to ``path`` (the temporary name keeps the extension)."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".partial.{name}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, value: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1)
+
+
+def rng_states() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@dataclass
+class Checkpointer:
+    """Writes checkpoints of a run (see the module docstring).
+
+    :param directory: ``<run_dir>/checkpoints``
+    :param save_replay_buffer: also save the replay buffer (needed to resume
+        without refilling it; as large as the buffer)
+    :param keep: model checkpoints to keep (0: all)
+    """
+
+    directory: str
+    save_replay_buffer: bool = True
+    keep: int = 0
+
+    def save(self, model: BaseAlgorithm, counters: dict[str, int], wandb_run_id: str | None) -> str:
+        """Save a checkpoint at ``counters["env_steps"]`` simulator steps; returns the model path."""
+        os.makedirs(self.directory, exist_ok=True)
+        steps = counters["env_steps"]
+        entry = {
+            "env_steps": steps,
+            "model": f"model_{steps}.zip",
+            "training_state": f"training_state_{steps}.pt",
+            "replay_buffer": f"replay_buffer_{steps}.pkl" if self.save_replay_buffer else None,
+        }
+        previous = self.latest()
+        write_atomic(self.path(entry["model"]), model.save)
+        state = {"counters": dict(counters), "wandb_run_id": wandb_run_id, "rng": rng_states()}
+        write_atomic(self.path(entry["training_state"]), lambda tmp: torch.save(state, tmp))
+        if entry["replay_buffer"]:
+            write_atomic(self.path(entry["replay_buffer"]), model.save_replay_buffer)
+        write_atomic(self.path(LATEST), lambda tmp: write_json(tmp, entry))
+        if previous and previous.get("replay_buffer") and previous["replay_buffer"] != entry["replay_buffer"]:
+            os.remove(self.path(previous["replay_buffer"]))
+        self.prune()
+        return self.path(entry["model"])
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def latest(self) -> dict[str, Any] | None:
+        """The newest complete checkpoint's entry, or None before the first."""
+        if not os.path.isfile(self.path(LATEST)):
+            return None
+        with open(self.path(LATEST)) as f:
+            return json.load(f)
+
+    def prune(self) -> None:
+        """Delete all but the newest ``keep`` model checkpoints (and their training states)."""
+        if not self.keep:
+            return
+        names = [n for n in os.listdir(self.directory) if n.startswith("model_") and n.endswith(".zip")]
+        steps = sorted(int(n[len("model_") : -len(".zip")]) for n in names)
+        for old in steps[: -self.keep]:
+            for name in (f"model_{old}.zip", f"training_state_{old}.pt"):
+                if os.path.exists(self.path(name)):
+                    os.remove(self.path(name))
+
+
+@dataclass
+class Resume:
+    """What a resumed run continues from: its directory and the files of its latest checkpoint."""
+
+    run_dir: str
+    model_path: str
+    replay_buffer_path: str | None
+    counters: dict[str, int]
+    wandb_run_id: str | None
+    rng: dict[str, Any]
+
+    def restore_rng(self) -> None:
+        set_rng_states(self.rng)
+
+
+def save_run_config(run_dir: str, cfg: DictConfig) -> None:
+    """Write the resolved config as ``<run_dir>/config.yaml`` (what a resume is checked against)."""
+    write_atomic(os.path.join(run_dir, CONFIG), lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
+
+
+def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
+    """Check that ``run_dir`` is a run directory with a checkpoint that ``cfg`` may continue; read nothing else.
+
+    :raises ValueError: not a run directory, no checkpoint yet, or a setting
+        of :data:`MUST_MATCH` differs (the key and both values are named)
+    """
+    latest_path = os.path.join(run_dir, "checkpoints", LATEST)
+    config_path = os.path.join(run_dir, CONFIG)
+    if not os.path.isdir(run_dir) or not os.path.isfile(config_path):
+        raise ValueError(f"resume={run_dir!r} is not a DSRL run directory (it has no {CONFIG})")
+    if not os.path.isfile(latest_path):
+        raise ValueError(f"resume={run_dir!r} has no finished checkpoint yet (no checkpoints/{LATEST})")
+    saved = OmegaConf.load(config_path)
+    for key in MUST_MATCH:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if OmegaConf.is_config(before):
+            before, now = OmegaConf.to_container(before, resolve=True), OmegaConf.to_container(now, resolve=True)
+        if before != now:
+            raise ValueError(
+                f"resume={run_dir!r}: its run has {key}={before!r}, this config has {now!r}; "
+                "a checkpoint only continues the same task, base policy and networks"
+            )
+    with open(latest_path) as f:
+        entry = json.load(f)
+    directory = os.path.dirname(latest_path)
+    state = torch.load(os.path.join(directory, entry["training_state"]), weights_only=False)
+    buffer = entry["replay_buffer"]
+    return Resume(
+        run_dir=run_dir,
+        model_path=os.path.join(directory, entry["model"]),
+        replay_buffer_path=os.path.join(directory, buffer) if buffer else None,
+        counters=state["counters"],
+        wandb_run_id=state["wandb_run_id"],
+        rng=state["rng"],
+    )

@@ -1,0 +1,97 @@
+"""Evaluation videos: one episode rendered offscreen at every simulator step, saved as mp4 and logged to W&B.
+
+MuJoCo picks its offscreen backend from ``MUJOCO_GL`` when it is first
+imported, so :func:`find_renderer` probes the backends in subprocesses and
+the run sets ``MUJOCO_GL`` before any simulator is built. Without a working
+renderer a run logs one warning and trains on without videos.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import imageio.v2 as imageio
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from dsrl.checkpointing import write_atomic
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("egl", "osmesa")
+PROBE = "import mujoco; context = mujoco.GLContext(16, 16); context.make_current(); context.free()"
+
+
+def renderer_candidates() -> list[str]:
+    """The MuJoCo backends to try: ``MUJOCO_GL`` if the user set it, else egl, then osmesa."""
+    return [os.environ["MUJOCO_GL"]] if os.environ.get("MUJOCO_GL") else list(BACKENDS)
+
+
+def find_renderer(candidates: list[str]) -> str | None:
+    """The first of ``candidates`` that opens a MuJoCo offscreen context here (probed in subprocesses)."""
+    for backend in candidates:
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE], env=dict(os.environ, MUJOCO_GL=backend), capture_output=True, timeout=120
+        )
+        if probe.returncode == 0:
+            return backend
+    return None
+
+
+class EvalVideo:
+    """Every ``every`` evaluations, records one episode of the agent's deterministic actions.
+
+    Writes ``<directory>/eval_<env_steps>.mp4`` and logs it to W&B as
+    ``eval/video``. If rendering or encoding fails, logs one warning naming
+    the error and records nothing more.
+
+    :param env: one env built with ``render=True`` (its infos carry ``frames``), in the model's action space
+    :param every: evaluations between videos
+    :param directory: where the mp4 files go
+    :param fps: frames per second of the video (the simulator's control rate)
+    :param wandb_run: W&B run to log to (None: files only)
+    """
+
+    def __init__(self, env: VecEnv, every: int, directory: str, fps: int, wandb_run: Any = None):
+        self.env = env
+        self.every = every
+        self.directory = directory
+        self.fps = fps
+        self.wandb_run = wandb_run
+        self.enabled = True
+
+    def record(self, model: BaseAlgorithm) -> np.ndarray:
+        """Frames (T, H, W, 3) uint8 of one episode, one per simulator step."""
+        obs = self.env.reset()
+        frames: list[np.ndarray] = []
+        done = False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, _, dones, infos = self.env.step(action)
+            frames.extend(infos[0]["frames"])
+            done = bool(dones[0])
+        return np.asarray(frames, dtype=np.uint8)
+
+    def after_evaluation(self, model: BaseAlgorithm, n_evals: int, env_steps: int) -> str | None:
+        """Record and save a video if this is every ``every``-th evaluation; returns the mp4 path."""
+        if not self.enabled or n_evals % self.every:
+            return None
+        path = os.path.join(self.directory, f"eval_{env_steps}.mp4")
+        try:
+            frames = self.record(model)
+            os.makedirs(self.directory, exist_ok=True)
+            write_atomic(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=self.fps, format="FFMPEG"))
+        except Exception as exc:  # renderers fail in many ways (no display, no GL library, driver errors)
+            self.enabled = False
+            log.warning("evaluation videos are off from now on: recording failed (%s: %s)", type(exc).__name__, exc)
+            return None
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({"eval/video": wandb.Video(path, format="mp4"), "train/env_steps": env_steps})
+        return path

@@ -1,0 +1,157 @@
+"""Research workflow: W&B/TensorBoard metrics, evaluation videos, checkpoints and resume."""
+
+import csv
+import glob
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v2 as imageio
+import pytest
+from conftest import HOPPER_CONFIG, STEERING_CONFIG
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dsrl.config import REPO_ROOT, compose_task_config
+from dsrl.run_logging import read_wandb_run
+from dsrl.training import make_video, run
+
+QUICK = ["eval.n_episodes=5", "progress_bar=false", "train.utd=2", "train.noise_critic_grad_steps=2"]
+TRAIN_METRICS = {
+    "train/env_steps",
+    "train/gradient_steps",
+    "train/env_steps_per_s",
+    "train/episode_return",
+    "train/success_rate",
+    "train/critic_loss",
+    "train/noise_critic_loss",
+    "train/actor_loss",
+    "train/ent_coef",
+}
+EVAL_METRICS = {f"eval/{p}{m}" for p in ("", "stochastic_") for m in ("success_rate", "return_mean", "return_std")}
+
+
+def steering(run_dir, *overrides):
+    return compose_task_config(STEERING_CONFIG, [f"run_dir={run_dir}", *QUICK, *overrides])
+
+
+def progress(run_dir):
+    with open(os.path.join(run_dir, "progress.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_offline_wandb_tensorboard_and_videos_hold_the_metrics(tmp_path):
+    run(steering(tmp_path, "train.total_env_steps=1200", "eval.interval_env_steps=600", "video.every_evals=2"))
+    (wandb_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
+    config, rows = read_wandb_run(wandb_file)
+    logged = set().union(*rows)
+    assert TRAIN_METRICS | EVAL_METRICS <= logged, sorted(TRAIN_METRICS | EVAL_METRICS - logged)
+    evals = [(r["train/env_steps"], r["eval/success_rate"]) for r in rows if "eval/success_rate" in r]
+    assert len(evals) == 2 and 600 <= evals[0][0] < 700 and evals[1][0] >= 1200
+    assert all(0.0 <= rate <= 1.0 for _, rate in evals)
+    assert config["train"]["total_env_steps"] == 1200 and config["run_dir"] == str(tmp_path), "resolved config"
+
+    (events,) = glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    tensorboard = EventAccumulator(events)
+    tensorboard.Reload()
+    assert {"eval/success_rate", "train/env_steps", "train/critic_loss"} <= set(tensorboard.Tags()["scalars"])
+
+    videos = sorted(glob.glob(str(tmp_path / "videos" / "eval_*.mp4")))
+    assert len(videos) == 1, "every second evaluation of two"
+    frames = imageio.mimread(videos[0])
+    assert len(frames) >= 8 and frames[0].shape == (128, 128, 3)
+    assert any("eval/video/path" in r for r in rows)
+
+
+def test_no_renderer_warns_once_and_disables_videos(tmp_path, hopper_files, monkeypatch, caplog):
+    cfg = compose_task_config(HOPPER_CONFIG, [f"run_dir={tmp_path}", "video.every_evals=1"])
+    monkeypatch.setenv("MUJOCO_GL", "no-such-backend")
+    with caplog.at_level(logging.WARNING):
+        assert make_video(cfg, dict(cfg.env), None, None, str(tmp_path), None) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "no MuJoCo offscreen renderer works here (tried MUJOCO_GL=['no-such-backend']): no evaluation videos"
+    ]
+
+
+def latest(run_dir):
+    path = os.path.join(run_dir, "checkpoints", "latest.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_resume_after_sigkill_continues_counters_and_curve(tmp_path):
+    overrides = [f"run_dir={tmp_path}", *QUICK, "wandb.mode=disabled", "save_model_interval=400"]
+    overrides += ["eval.interval_env_steps=400", "train.total_env_steps=100000"]
+    command = [sys.executable, str(REPO_ROOT / "train_dsrl.py"), f"--config-path={REPO_ROOT / 'cfg/steering'}"]
+    process = subprocess.Popen(
+        command + ["--config-name=dsrl_steering.yaml", *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while (latest(tmp_path) or {}).get("env_steps", 0) < 800 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    entry = latest(tmp_path)
+    assert entry and entry["env_steps"] >= 800, "the run made no second checkpoint within the deadline"
+    for key in ("model", "training_state", "replay_buffer"):
+        assert os.path.isfile(tmp_path / "checkpoints" / entry[key]), f"latest.json names a missing {key}"
+    before = progress(tmp_path)
+    saved = [r for r in before if float(r["train/env_steps"]) <= entry["env_steps"]]
+    saved_updates = max(int(r["train/gradient_steps"]) for r in saved)
+
+    resumed_to = entry["env_steps"] + 600
+    result = run(
+        steering(
+            tmp_path,
+            "wandb.mode=disabled",
+            "save_model_interval=400",
+            f"resume={tmp_path}",
+            "eval.interval_env_steps=400",
+            f"train.total_env_steps={resumed_to}",
+        )
+    )
+    assert 0.0 <= result["success_rate"] <= 1.0
+    rows = progress(tmp_path)
+    steps = [float(r["train/env_steps"]) for r in rows]
+    assert steps == sorted(steps), "one curve: the rows logged after the checkpoint were dropped"
+    after = [r for r in rows if float(r["train/env_steps"]) > entry["env_steps"]]
+    assert after and steps[-1] >= resumed_to
+    assert int(after[0]["train/gradient_steps"]) > saved_updates, "gradient steps continue, not restart"
+    assert latest(tmp_path)["env_steps"] >= resumed_to
+    assert any(r["eval/success_rate"] for r in after)
+
+
+def snapshot(directory):
+    return {p: (os.path.getsize(p), os.path.getmtime(p)) for p in glob.glob(f"{directory}/**", recursive=True)}
+
+
+def test_resume_refuses_another_task_or_a_non_run_directory(tmp_path, hopper_files):
+    run_dir = tmp_path / "run"
+    run(steering(run_dir, "wandb.mode=disabled", "train.total_env_steps=300", "eval.interval_env_steps=0"))
+    before = snapshot(run_dir)
+    checkpoint, normalization = hopper_files
+    hopper = compose_task_config(
+        HOPPER_CONFIG,
+        [
+            f"run_dir={tmp_path / 'other'}",
+            f"resume={run_dir}",
+            f"base_policy.checkpoint={checkpoint}",
+            f"base_policy.normalization={normalization}",
+            "wandb.mode=disabled",
+        ],
+    )
+    with pytest.raises(ValueError, match=r"its run has env.suite='steering', this config has 'gym'"):
+        run(hopper)
+    with pytest.raises(ValueError, match="is not a DSRL run directory"):
+        run(steering(tmp_path / "new", f"resume={run_dir / 'checkpoints'}", "train.total_env_steps=600"))
+    with pytest.raises(ValueError, match="raise train.total_env_steps to continue it"):
+        run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=300"))
+    assert snapshot(run_dir) == before
+    assert not os.path.exists(tmp_path / "other")
