@@ -92,14 +92,18 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
     return SAC(DSRLSACPolicy, in_agent_action_space(cfg, env, base_policy), **kwargs)
 
 
+def load_model(cfg: DictConfig, path: str, env: VecEnv, base_policy: NoisePolicy, device: torch.device | str):
+    """A saved agent (``model_<env_steps>.zip``) of ``cfg.algorithm``, attached to ``env`` (the chunk env)."""
+    if cfg.algorithm == "dsrl_na":
+        return SACDiffusionNoise.load(path, env=env, device=device, base_policy=base_policy)
+    return SAC.load(path, env=in_agent_action_space(cfg, env, base_policy), device=device)
+
+
 def load_agent(
     cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: torch.device, resume: Resume
 ) -> BaseAlgorithm:
     """The agent of a resumed run: its latest model and replay buffer, envs reseeded past the steps already run."""
-    if cfg.algorithm == "dsrl_na":
-        model = SACDiffusionNoise.load(resume.model_path, env=env, device=device, base_policy=base_policy)
-    else:
-        model = SAC.load(resume.model_path, env=in_agent_action_space(cfg, env, base_policy), device=device)
+    model = load_model(cfg, resume.model_path, env, base_policy, device)
     model.set_random_seed(cfg.seed + resume.counters["env_steps"])
     resume.restore_rng()
     if resume.replay_buffer_path:

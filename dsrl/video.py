@@ -65,32 +65,41 @@ class EvalVideo:
         self.wandb_run = wandb_run
         self.enabled = True
 
-    def record(self, model: BaseAlgorithm) -> np.ndarray:
-        """Frames (T, H, W, 3) uint8 of one episode, one per simulator step."""
+    def record(self, agent: Any) -> np.ndarray:
+        """Frames (T, H, W, 3) uint8 of one episode of ``agent``'s deterministic actions, one per simulator step."""
         obs = self.env.reset()
         frames: list[np.ndarray] = []
         done = False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
+            action, _ = agent.predict(obs, deterministic=True)
             obs, _, dones, infos = self.env.step(action)
             frames.extend(infos[0]["frames"])
             done = bool(dones[0])
         return np.asarray(frames, dtype=np.uint8)
 
-    def after_evaluation(self, model: BaseAlgorithm, n_evals: int, env_steps: int) -> str | None:
-        """Record and save a video if this is every ``every``-th evaluation; returns the mp4 path."""
-        if not self.enabled or n_evals % self.every:
+    def save(self, agent: Any, path: str) -> str | None:
+        """Record one episode of ``agent`` (anything with SB3's ``predict``) to ``path`` (mp4).
+
+        :return: ``path``, or None when recording failed (then videos are off, with one warning)
+        """
+        if not self.enabled:
             return None
-        path = os.path.join(self.directory, f"eval_{env_steps}.mp4")
         try:
-            frames = self.record(model)
-            os.makedirs(self.directory, exist_ok=True)
+            frames = self.record(agent)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             write_atomic(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=self.fps, format="FFMPEG"))
         except Exception as exc:  # renderers fail in many ways (no display, no GL library, driver errors)
             self.enabled = False
             log.warning("evaluation videos are off from now on: recording failed (%s: %s)", type(exc).__name__, exc)
             return None
-        if self.wandb_run is not None:
+        return path
+
+    def after_evaluation(self, model: BaseAlgorithm, n_evals: int, env_steps: int) -> str | None:
+        """Record, save and log a video if this is every ``every``-th evaluation; returns the mp4 path."""
+        if n_evals % self.every:
+            return None
+        path = self.save(model, os.path.join(self.directory, f"eval_{env_steps}.mp4"))
+        if path and self.wandb_run is not None:
             import wandb
 
             self.wandb_run.log({"eval/video": wandb.Video(path, format="mp4"), "train/env_steps": env_steps})

@@ -4,9 +4,10 @@
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --constant-noise 0.0
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --agent runs/.../checkpoints/model_100000.zip
 
-Extra arguments are config overrides (``base_policy.checkpoint=...``). Prints
-the success rate and mean return with 95% confidence intervals; ``--json``
-writes them to a file.
+Extra arguments are config overrides (``base_policy.checkpoint=...``). An
+agent's algorithm and action magnitude are read from its run's config.yaml.
+Prints the success rate and mean return with 95% confidence intervals;
+``--json`` writes them to a file, ``--video`` one more episode as an mp4.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 from omegaconf import OmegaConf
 
 from dsrl.base_policies import Normalizer, load_base_policy
+from dsrl.checkpointing import CONFIG
 from dsrl.config import compose_task_config, user_path
 from dsrl.envs.factory import make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
+from dsrl.training import in_agent_action_space, load_model, make_video
 
 
 def confidence_interval(mean: float, std: float, n: int) -> float:
@@ -38,10 +42,17 @@ def main() -> None:
     mode.add_argument("--constant-noise", type=float, default=None, help="feed this constant noise value")
     mode.add_argument("--agent", default=None, help="a DSRL-NA checkpoint (model_<steps>.zip) to evaluate")
     parser.add_argument("--json", default=None, help="write the results to this file")
+    parser.add_argument("--video", default=None, help="record one more (deterministic) episode to this mp4 file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. base_policy.checkpoint=PATH")
     args = parser.parse_args()
 
-    cfg = compose_task_config(args.config, ["run_dir=unused", *args.overrides])
+    trained = ["algorithm=dsrl_na"]  # the base policy's own agents act in action chunks
+    if args.agent:
+        run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.agent))), CONFIG)
+        if os.path.isfile(run_config):
+            saved = OmegaConf.load(run_config)
+            trained = [f"algorithm={saved.algorithm}", f"train.action_magnitude={saved.train.action_magnitude}"]
+    cfg = compose_task_config(args.config, ["run_dir=unused", *trained, *args.overrides])
     base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
     base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
     policy = load_base_policy(base_cfg)
@@ -49,9 +60,8 @@ def main() -> None:
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     venv = make_vec_env(env_cfg, normalizer, policy.chunk, policy.cond_steps, args.n_envs or env_cfg["n_eval_envs"])
     if args.agent:
-        from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
-
-        agent, mode, deterministic = SACDiffusionNoise.load(args.agent, base_policy=policy, device="cpu"), "agent", True
+        agent, mode, deterministic = load_model(cfg, args.agent, venv, policy, "cpu"), "agent", True
+        venv = in_agent_action_space(cfg, venv, policy)
     elif args.constant_noise is not None:
         agent, mode, deterministic = ConstantNoiseAgent(policy, args.constant_noise), "constant_noise", True
     else:
@@ -78,6 +88,12 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
+    if args.video:
+        video = make_video(OmegaConf.merge(cfg, {"video": {"every_evals": 1}}), env_cfg, normalizer, policy, ".", None)
+        if video is not None:
+            if video.save(agent, args.video):
+                print(f"video: {args.video}")
+            video.env.close()
 
 
 if __name__ == "__main__":

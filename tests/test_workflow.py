@@ -155,3 +155,40 @@ def test_resume_refuses_another_task_or_a_non_run_directory(tmp_path, hopper_fil
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=300"))
     assert snapshot(run_dir) == before
     assert not os.path.exists(tmp_path / "other")
+
+
+def evaluate_script(*args):
+    command = [sys.executable, str(REPO_ROOT / "scripts/evaluate.py"), "--config", STEERING_CONFIG, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
+    out = evaluate_script(
+        "--episodes", "40", "--seed", "3", "--json", str(tmp_path / "base.json"), "--video", str(tmp_path / "base.mp4")
+    )
+    with open(tmp_path / "base.json") as f:
+        base = json.load(f)
+    assert base["mode"] == "base_policy" and base["episodes"] == 40 and 0.0 < base["success_rate"] < 1.0
+    half_width = 1.96 * (base["success_rate"] * (1 - base["success_rate"]) / 40) ** 0.5
+    assert base["success_rate_ci95"] == pytest.approx(half_width)
+    assert f"base_policy: success rate {base['success_rate']:.3f} ± {half_width:.3f}" in out
+    assert len(imageio.mimread(tmp_path / "base.mp4")) >= 8
+
+    run_dir = tmp_path / "run"
+    run(
+        steering(
+            run_dir,
+            "algorithm=dsrl_sac",
+            "wandb.mode=disabled",
+            "train.total_env_steps=400",
+            "eval.interval_env_steps=0",
+            "train.action_magnitude=1.0",
+        )
+    )
+    (model,) = glob.glob(str(run_dir / "checkpoints" / "model_*.zip"))
+    evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"))
+    with open(tmp_path / "agent.json") as f:
+        agent = json.load(f)
+    assert agent["mode"] == "agent" and 0.0 <= agent["success_rate"] <= 1.0
