@@ -18,7 +18,8 @@ class DSRLCallback(BaseCallback):
     """Counts simulator steps and, by that count, evaluates, saves and stops.
 
     Records with every log dump ``train/env_steps`` (simulator steps, chunk
-    included), ``train/gradient_steps``, ``train/env_steps_per_s`` and, over
+    included), ``train/gradient_steps``, ``train/env_steps_per_s`` (since the
+    first gradient step; before it, since the start) and, over
     the last 100 finished training episodes, ``train/episode_return`` and
     ``train/success_rate``; after each evaluation ``eval/success_rate``,
     ``eval/return_mean`` and ``eval/return_std`` (the actor's mean noise) and,
@@ -79,7 +80,7 @@ class DSRLCallback(BaseCallback):
         return dict(env_steps=self.env_steps, next_eval=self.next_eval, next_save=self.next_save, n_evals=self.n_evals)
 
     def _on_training_start(self) -> None:
-        self.start = (time.perf_counter(), self.env_steps)
+        self.start, self.learning_began = (time.perf_counter(), self.env_steps), False
         if self.show_progress:
             self.bar = tqdm(total=self.total_env_steps, initial=self.env_steps, unit="env step", dynamic_ncols=True)
 
@@ -98,6 +99,8 @@ class DSRLCallback(BaseCallback):
         return self.env_steps < self.total_env_steps
 
     def record_training_metrics(self) -> None:
+        if not self.learning_began and self.model._n_updates > 0:
+            self.learning_began, self.start = True, (time.perf_counter(), self.env_steps)
         elapsed = time.perf_counter() - self.start[0]
         self.logger.record("train/env_steps", self.env_steps)
         self.logger.record("train/gradient_steps", self.model._n_updates)

@@ -1,0 +1,31 @@
+"""scripts/benchmark.py writes the documented measures (timings are reported, never asserted)."""
+
+import json
+import subprocess
+import sys
+
+from dsrl.config import REPO_ROOT
+
+FIELDS = {
+    "dsrl_na_update_s",
+    "floor_update_s",
+    "dsrl_na_over_floor",
+    "sb3_sac_update_s",
+    "dsrl_sac_wrapper_overhead_s_per_env_step",
+    "base_policy_samples_per_s_batch_1",
+    "base_policy_samples_per_s_batch_256",
+}
+
+
+def test_benchmark_json_has_every_measure(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(REPO_ROOT / "scripts/benchmark.py"), "--configs", "hopper", "--repeats", "1"]
+    result = subprocess.run(command + ["--device", "cpu", "--json", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and set(report["configs"]) == {"hopper"}
+    hopper = report["configs"]["hopper"]
+    assert set(hopper) == FIELDS
+    assert hopper["dsrl_na_over_floor"] == hopper["dsrl_na_update_s"] / hopper["floor_update_s"]
+    assert all(hopper[k] > 0 for k in FIELDS - {"dsrl_sac_wrapper_overhead_s_per_env_step"})
+    assert "dsrl_na_update_s" in result.stdout and "floor_update_s" in result.stdout
