@@ -57,6 +57,7 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
             activation_fn=getattr(nn, train.activation),
             n_critics=train.n_critics,
             layer_norm=train.layer_norm,
+            optimizer_kwargs={"fused": True} if train.fused_optimizer else {},
         ),
         seed=seed,
         device=device,

@@ -3,6 +3,7 @@
     python scripts/benchmark.py                       # hopper, can, can at width 256 on the default device
     python scripts/benchmark.py --configs can_256 --device cpu --repeats 5 --json out.json
     python scripts/benchmark.py --e2e hopper --e2e-steps 3000   # also a short learn() on real simulators
+    python scripts/benchmark.py --configs can train.fused_optimizer=false   # config overrides for every config
 
 For each config (the task config's base policy with random weights, its
 widths, utd and DDIM steps; replay buffers filled with random transitions):
@@ -103,8 +104,9 @@ def floor_update(model, cfg: DictConfig, device: torch.device) -> Callable[[], N
     )
     base = model.base_policy
     lr = cfg.train.learning_rate
+    fused = {"fused": True} if cfg.train.fused_optimizer else {}
     optim = {
-        name: torch.optim.Adam(net.parameters(), lr=lr)
+        name: torch.optim.Adam(net.parameters(), lr=lr, **fused)
         for name, net in (("actor", actor), ("critic", critic), ("noise_critic", noise_critic))
     }
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
@@ -152,9 +154,9 @@ def floor_update(model, cfg: DictConfig, device: torch.device) -> Callable[[], N
     return update
 
 
-def benchmark_config(name: str, device: torch.device, repeats: int, seed: int) -> dict[str, float]:
+def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, extra: list[str]) -> dict[str, float]:
     path, overrides = CONFIGS[name]
-    cfg = compose_task_config(repo_path(path), ["run_dir=unused", f"device={device}", *overrides])
+    cfg = compose_task_config(repo_path(path), ["run_dir=unused", f"device={device}", *overrides, *extra])
     torch.manual_seed(seed)
     base = build_base_policy(OmegaConf.to_container(cfg.base_policy, resolve=True)).to(device).freeze()
     chunk_dim = base.chunk * base.action_dim
@@ -199,7 +201,7 @@ def benchmark_config(name: str, device: torch.device, repeats: int, seed: int) -
     return result
 
 
-def end_to_end(name: str, device: torch.device, env_steps: int, seed: int) -> float:
+def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra: list[str]) -> float:
     """Simulator steps per second of ``learn()`` once learning began (4 subprocess train envs, no evaluation)."""
     from dsrl.training import run
 
@@ -221,6 +223,7 @@ def end_to_end(name: str, device: torch.device, env_steps: int, seed: int) -> fl
             "save_replay_buffer=false",
             f"seed={seed}",
             *overrides,
+            *extra,
         ],
     )
     cfg.train.total_env_steps = cfg.train.init_rollout_steps * cfg.base_policy.horizon_steps + env_steps
@@ -239,15 +242,24 @@ def main() -> None:
     parser.add_argument("--e2e-steps", type=int, default=2000, help="simulator steps timed after the warm-up")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results to this file")
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides for every config, e.g. train.fused_optimizer=false"
+    )
     args = parser.parse_args()
     device = get_device(args.device)
     torch.set_float32_matmul_precision("high")
-    report = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "configs": {}}
+    report = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "overrides": args.overrides,
+        "configs": {},
+    }
     for name in filter(None, args.configs.split(",")):
-        report["configs"][name] = benchmark_config(name, device, args.repeats, args.seed)
+        report["configs"][name] = benchmark_config(name, device, args.repeats, args.seed, args.overrides)
     for name in filter(None, args.e2e.split(",")):
         report["configs"].setdefault(name, {})["end_to_end_sim_steps_per_s"] = end_to_end(
-            name, device, args.e2e_steps, args.seed
+            name, device, args.e2e_steps, args.seed, args.overrides
         )
     table = Table(title=f"DSRL speed on {device} ({torch.get_num_threads()} threads)")
     table.add_column("measure")

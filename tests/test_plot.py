@@ -1,0 +1,126 @@
+"""scripts/plot.py on two real (tiny) steering runs: figures, the printed final mean, other log sources, errors."""
+
+import csv
+import importlib.util
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import STEERING_CONFIG
+from scipy import stats
+
+from dsrl.config import REPO_ROOT, compose_task_config
+from dsrl.training import run
+
+PLOT = str(REPO_ROOT / "scripts" / "plot.py")
+TINY = [
+    "train.total_env_steps=1200",
+    "eval.interval_env_steps=400",
+    "eval.n_episodes=20",
+    "eval.stochastic=false",
+    "train.utd=1",
+    "train.noise_critic_grad_steps=1",
+    "train.layer_size=64",
+    "progress_bar=false",
+    "wandb.mode=offline",  # so the W&B reader has files to read
+]
+
+
+def load_plot_module():
+    spec = importlib.util.spec_from_file_location("plot", PLOT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def csv_evaluations(run_dir, metric="eval/success_rate"):
+    """(env steps, value) of the evaluation rows of a run's progress.csv."""
+    with open(os.path.join(run_dir, "progress.csv"), newline="") as f:
+        return [(float(r["train/env_steps"]), float(r[metric])) for r in csv.DictReader(f) if r[metric]]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two DSRL-NA steering runs, seeds 0 and 1, with three evaluations each (a few seconds)."""
+    root = tmp_path_factory.mktemp("runs")
+    run_dirs = []
+    for seed in (0, 1):
+        run_dir = str(root / f"seed{seed}")
+        run(compose_task_config(STEERING_CONFIG, [f"run_dir={run_dir}", f"seed={seed}", *TINY]))
+        assert len(csv_evaluations(run_dir)) >= 2
+        run_dirs.append(run_dir)
+    return run_dirs
+
+
+def test_two_seeds_make_one_curve_and_print_the_mean_of_their_last_evaluations(runs, tmp_path):
+    out = tmp_path / "figures" / "steering"
+    result = subprocess.run(
+        [sys.executable, PLOT, *runs, "--metric", "eval/success_rate", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    png, svg = tmp_path / "figures" / "steering.png", tmp_path / "figures" / "steering.svg"
+    assert f"wrote {png}" in result.stdout and f"wrote {svg}" in result.stdout
+    assert png.stat().st_size > 0 and svg.stat().st_size > 0
+    assert matplotlib.image.imread(png).shape == (600, 900, 4), "6x4 inches at 150 dpi, RGBA"
+    assert "<svg" in svg.read_text()
+
+    (line,) = [line for line in result.stdout.splitlines() if "final" in line]
+    match = re.fullmatch(
+        r"dsrl_na steering: final eval/success_rate = (\S+) ± (\S+) \(95% t-interval\), 2 seed\(s\), .*", line
+    )
+    assert match, line
+    last = np.array([csv_evaluations(run_dir)[-1][1] for run_dir in runs])
+    assert float(match[1]) == pytest.approx(last.mean(), abs=1e-4)
+    assert float(match[2]) == pytest.approx(stats.t.ppf(0.975, 1) * last.std(ddof=1) / math.sqrt(2), abs=1e-4)
+
+
+def test_tensorboard_and_wandb_files_give_the_csv_curves(runs, tmp_path):
+    plot = load_plot_module()
+    for run_dir in runs:
+        copies = tmp_path / os.path.basename(run_dir)
+        tensorboard_only, wandb_only = copies / "tensorboard_only", copies / "wandb_only"
+        tensorboard_only.mkdir(parents=True)
+        for name in os.listdir(run_dir):
+            if name.startswith("events.out.tfevents."):
+                shutil.copy(os.path.join(run_dir, name), tensorboard_only)
+        shutil.copytree(os.path.join(run_dir, "wandb"), wandb_only / "wandb")
+        for metric in ("eval/success_rate", "eval/return_mean"):
+            steps, values = np.array(csv_evaluations(run_dir, metric)).T
+            for copy in (tensorboard_only, wandb_only):
+                read_steps, read_values = plot.read_run(str(copy))[metric]
+                np.testing.assert_array_equal(read_steps, steps)
+                np.testing.assert_allclose(read_values, values, atol=1e-6)  # TensorBoard keeps float32
+
+
+def test_group_rules_make_one_curve_each(runs, tmp_path, monkeypatch, capsys):
+    plot = load_plot_module()
+    out = str(tmp_path / "grouped")
+    monkeypatch.setattr(sys, "argv", ["plot.py", *runs, "--out", out, "--group", "A=*seed0", "--group", "B=*seed1"])
+    plot.main()
+    finals = re.findall(r"^(\w): final eval/success_rate = (\S+) \(one seed", capsys.readouterr().out, re.M)
+    assert finals == [(label, f"{csv_evaluations(r)[-1][1]:.4f}") for label, r in zip("AB", runs)]
+    assert os.path.getsize(out + ".png") > 0
+
+
+def test_missing_metric_and_non_run_directory_fail_naming_the_path(runs, tmp_path, monkeypatch):
+    plot = load_plot_module()
+    monkeypatch.setattr(sys, "argv", ["plot.py", runs[0], "--metric", "eval/nope", "--out", str(tmp_path / "f")])
+    message = rf"'{re.escape(runs[0])}' has no metric 'eval/nope'; its eval/\* and train/\* metrics: eval/return_mean, "
+    with pytest.raises(SystemExit, match=message):
+        plot.main()
+
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    monkeypatch.setattr(sys, "argv", ["plot.py", str(empty), "--out", str(tmp_path / "f")])
+    with pytest.raises(SystemExit, match=rf"'{re.escape(str(empty))}' is not a run directory: it has no progress.csv"):
+        plot.main()
+    assert not os.path.exists(tmp_path / "f.png")
