@@ -84,6 +84,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             noise_critic_grad_steps=cfg.train.noise_critic_grad_steps,
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
             backup_entropy=cfg.train.backup_entropy,
+            precompute_distillation=cfg.train.precompute_distillation,
             **kwargs,
         )
     if not cfg.train.backup_entropy or cfg.train.critic_backup_combine_type != "min":

@@ -88,6 +88,34 @@ def test_distillation_noise_respects_action_magnitude(steering_policy):
     assert (distill.abs() == 1.0).float().mean() > 0.05, "N(0, I) draws beyond the magnitude are clipped to it"
 
 
+def test_precomputed_distillation_pairs_are_the_base_policys_chunks(steering_policy, tmp_path):
+    model = make_model(steering_policy, precompute_distillation=True, buffer_size=50)
+    model.learn(30)  # 15 rows of 2 env slots; training (and pairing) starts after 10 rows
+    buffer = model.replay_buffer
+    assert buffer.rows_added == 15 and buffer.rows_paired == 15 and not len(buffer.unpaired_rows())
+    obs, noise = buffer.observations[:15].reshape(-1, 2), buffer.distill_noise[:15].reshape(-1, 8)
+    assert np.abs(noise).max() <= MAGNITUDE + 1e-6 and np.isclose(np.abs(noise), MAGNITUDE).mean() > 0.05
+    expected = steering_policy(torch.as_tensor(obs), torch.as_tensor(noise).view(-1, 4, 2)).reshape(-1, 8)
+    np.testing.assert_allclose(buffer.distill_actions[:15].reshape(-1, 8), expected.numpy(), atol=1e-5)
+
+    model.learn(30, reset_num_timesteps=False)  # 15 more rows wrap around the 25-row ring (50 / 2 env slots)
+    assert buffer.full and buffer.rows_paired == 30
+    fresh = (buffer.pos - 15 + np.arange(15)) % 25
+    obs, noise = buffer.observations[fresh].reshape(-1, 2), buffer.distill_noise[fresh].reshape(-1, 8)
+    expected = steering_policy(torch.as_tensor(obs), torch.as_tensor(noise).view(-1, 4, 2)).reshape(-1, 8)
+    np.testing.assert_allclose(buffer.distill_actions[fresh].reshape(-1, 8), expected.numpy(), atol=1e-5)
+
+    calls = []
+    original = model.denoise
+    model.denoise = lambda obs, noise: calls.append(len(obs)) or original(obs, noise)
+    model.train(gradient_steps=2, batch_size=64)
+    assert calls == [64, 64], "only the TD targets denoise; distillation reads the stored pairs"
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    loaded = make_model(steering_policy, precompute_distillation=True, buffer_size=50)
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    np.testing.assert_array_equal(loaded.replay_buffer.distill_actions, buffer.distill_actions)
+
+
 def test_save_load_continues_training_identically(steering_policy, tmp_path):
     model = make_model(steering_policy)
     model.learn(60)

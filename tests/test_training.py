@@ -59,12 +59,15 @@ def test_shipped_steering_policy_succeeds_about_half_the_time():
     assert abs(card_success - result["success_rate"]) < 0.08
 
 
-@pytest.mark.parametrize("algorithm", ["dsrl_na", "dsrl_sac"])
-def test_dsrl_solves_the_steering_task(tmp_path, algorithm):
+@pytest.mark.parametrize(
+    "algorithm, precompute", [("dsrl_na", False), ("dsrl_na", True), ("dsrl_sac", False)], ids=["na", "na_pairs", "sac"]
+)
+def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute):
     torch.manual_seed(0)
     cfg = steering_config(
         tmp_path,
         f"algorithm={algorithm}",
+        f"train.precompute_distillation={precompute}",
         "train.total_env_steps=4500",
         "eval.interval_env_steps=0",
         "eval.n_episodes=100",

@@ -11,6 +11,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.utils import polyak_update
 
+from dsrl.algorithms.distillation_buffer import DistillationReplayBuffer
 from dsrl.algorithms.policies import NoiseAliasingPolicy
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.envs.noise_space import NoiseBox
@@ -49,6 +50,9 @@ class SACDiffusionNoise(SAC):
     :param critic_backup_combine_type: ``min`` or ``mean`` over the critic ensemble,
         in the TD target and in the actor's objective
     :param backup_entropy: subtract the entropy term in the TD target
+    :param precompute_distillation: denoise one distillation pair per stored
+        transition once, in batches (:class:`DistillationReplayBuffer`), instead
+        of a fresh batch on every distillation step
     :param kwargs: SB3 ``SAC`` arguments (``gradient_steps`` is the update-to-data ratio)
     """
 
@@ -63,6 +67,7 @@ class SACDiffusionNoise(SAC):
         noise_critic_grad_steps: int = 10,
         critic_backup_combine_type: str = "min",
         backup_entropy: bool = True,
+        precompute_distillation: bool = False,
         _init_setup_model: bool = True,
         **kwargs: Any,
     ):
@@ -78,6 +83,11 @@ class SACDiffusionNoise(SAC):
         self.noise_critic_grad_steps = noise_critic_grad_steps
         self.critic_backup_combine_type = critic_backup_combine_type
         self.backup_entropy = backup_entropy
+        self.precompute_distillation = precompute_distillation
+        if precompute_distillation:
+            if kwargs.get("replay_buffer_class") not in (None, DistillationReplayBuffer):
+                raise ValueError("precompute_distillation needs its own replay buffer class (DistillationReplayBuffer)")
+            self.replay_buffer_class = DistillationReplayBuffer
         if _init_setup_model:
             self._setup_model()
 
@@ -205,6 +215,8 @@ class SACDiffusionNoise(SAC):
             if gradient_step % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
 
+        if self.precompute_distillation:
+            self.pair_new_transitions()
         noise_critic_losses = [self._distill_noise_critic(batch_size) for _ in range(self.noise_critic_grad_steps)]
 
         self._n_updates += gradient_steps
@@ -215,13 +227,35 @@ class SACDiffusionNoise(SAC):
         if noise_critic_losses:
             self.logger.record("train/noise_critic_loss", torch.stack(noise_critic_losses).mean().item())
 
+    def distillation_noise(self, batch_size: int) -> torch.Tensor:
+        """Noise w ~ N(0, I) clipped to ±action_magnitude, scaled to [-1, 1]: (batch_size, chunk * action_dim)."""
+        noise = torch.randn(batch_size, self.noise_space.shape[0], device=self.device)
+        return noise.clamp(-self.action_magnitude, self.action_magnitude) / self.action_magnitude
+
+    def pair_new_transitions(self, batch_size: int = 4096) -> None:
+        """Denoise a distillation pair for every transition stored since the last call, in batches."""
+        buffer = self.replay_buffer
+        rows = buffer.unpaired_rows()
+        if not len(rows):
+            return
+        shape = (len(rows), buffer.n_envs, -1)
+        obs = torch.as_tensor(buffer.observations[rows].reshape(-1, self.base_policy.cond_dim), device=self.device)
+        scaled = self.distillation_noise(len(obs))
+        chunks = torch.cat([self.denoise(o, w) for o, w in zip(obs.split(batch_size), scaled.split(batch_size))])
+        noise = (scaled * self.action_magnitude).cpu().numpy().reshape(shape)
+        buffer.set_pairs(rows, noise, chunks.cpu().numpy().reshape(shape))
+
     def _distill_noise_critic(self, batch_size: int) -> torch.Tensor:
         """One regression step of Q_W(s, w) onto Q_A(s, π_dp(s, w)); returns the detached loss."""
-        obs = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env).observations
-        noise = torch.randn(batch_size, self.noise_space.shape[0], device=self.device)
-        scaled = noise.clamp(-self.action_magnitude, self.action_magnitude) / self.action_magnitude
+        if self.precompute_distillation:
+            obs, noise, chunks = self.replay_buffer.sample_pairs(batch_size)
+            scaled = noise / self.action_magnitude
+        else:
+            obs = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env).observations
+            scaled = self.distillation_noise(batch_size)
+            chunks = self.denoise(obs, scaled)
         with torch.no_grad():
-            target = self.critic.all_q(obs, self.denoise(obs, scaled))
+            target = self.critic.all_q(obs, chunks)
         prediction = self.noise_critic.all_q(obs, scaled)
         loss = 0.5 * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2)).sum()
         self.noise_critic.optimizer.zero_grad()
