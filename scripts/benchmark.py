@@ -30,6 +30,7 @@ import copy
 import csv
 import json
 import statistics
+import tempfile
 import time
 from typing import Callable
 
@@ -48,7 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from dsrl.base_policies import build_base_policy
 from dsrl.config import compose_task_config, repo_path
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
-from dsrl.training import build_agent
+from dsrl.training import build_agent, run
 
 CONFIGS = {
     "hopper": ("cfg/gym/dsrl_hopper.yaml", []),
@@ -202,14 +203,12 @@ def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, e
 
 
 def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra: list[str]) -> float:
-    """Simulator steps per second of ``learn()`` once learning began (4 subprocess train envs, no evaluation)."""
-    from dsrl.training import run
-
+    """Simulator steps per second of ``learn()`` once learning began (4 subprocess train envs; final eval excluded)."""
     path, overrides = CONFIGS[name]
     cfg = compose_task_config(
         repo_path(path),
         [
-            "run_dir=/tmp/dsrl_benchmark_" + name,
+            f"run_dir={tempfile.mkdtemp(prefix=f'dsrl_benchmark_{name}_')}",
             f"device={device}",
             "wandb.mode=disabled",
             "tensorboard=false",
