@@ -125,19 +125,26 @@ def check_offline_normalization(data_path: str, normalizer: Normalizer) -> None:
         )
 
 
+def prepare_renderer(suite: str) -> bool:
+    """Choose MuJoCo's offscreen backend (``MUJOCO_GL``) before any simulator is imported or built.
+
+    :return: whether videos can be recorded; False after one warning when no backend works
+    """
+    if suite not in MUJOCO_SUITES:
+        return True
+    tried = renderer_candidates()
+    backend = find_renderer(tried)
+    if backend is None:
+        log.warning("no MuJoCo offscreen renderer works here (tried MUJOCO_GL=%s): no evaluation videos", tried)
+        return False
+    os.environ["MUJOCO_GL"] = backend
+    return True
+
+
 def make_video(
     cfg: DictConfig, env_cfg: dict[str, Any], normalizer: Normalizer, base_policy: NoisePolicy, run_dir: str, wandb_run
-) -> EvalVideo | None:
-    """The evaluation-video recorder, or None when videos are off or no offscreen renderer works here."""
-    if not cfg.video.every_evals:
-        return None
-    if env_cfg["suite"] in MUJOCO_SUITES:
-        tried = renderer_candidates()
-        backend = find_renderer(tried)
-        if backend is None:
-            log.warning("no MuJoCo offscreen renderer works here (tried MUJOCO_GL=%s): no evaluation videos", tried)
-            return None
-        os.environ["MUJOCO_GL"] = backend
+) -> EvalVideo:
+    """The evaluation-video recorder on one rendering env (call :func:`prepare_renderer` first)."""
     venv = make_vec_env(env_cfg, normalizer, base_policy.chunk, base_policy.cond_steps, 1, render=True)
     fps = cfg.video.fps or venv.envs[0].unwrapped.metadata.get("render_fps", 20)
     env = in_agent_action_space(cfg, venv, base_policy)
@@ -172,6 +179,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     os.makedirs(run_dir, exist_ok=True)
     if not resume:
         save_run_config(run_dir, cfg)
+    videos = bool(cfg.video.every_evals) and prepare_renderer(env_cfg["suite"])
     env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_envs"])
     eval_env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_eval_envs"])
     wandb_run, video = None, None
@@ -195,7 +203,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             wandb_run_id=resume.wandb_run_id if resume else None,
         )
         model.set_logger(logger)
-        video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run)
+        video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run) if videos else None
         checkpoint_dir = os.path.join(run_dir, "checkpoints")
         callback = DSRLCallback(
             eval_env,

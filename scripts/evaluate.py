@@ -24,7 +24,7 @@ from dsrl.checkpointing import CONFIG
 from dsrl.config import compose_task_config, user_path
 from dsrl.envs.factory import make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
-from dsrl.training import in_agent_action_space, load_model, make_video
+from dsrl.training import in_agent_action_space, load_model, make_video, prepare_renderer
 
 
 def confidence_interval(mean: float, std: float, n: int) -> float:
@@ -88,12 +88,11 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
-    if args.video:
+    if args.video and prepare_renderer(env_cfg["suite"]):
         video = make_video(OmegaConf.merge(cfg, {"video": {"every_evals": 1}}), env_cfg, normalizer, policy, ".", None)
-        if video is not None:
-            if video.save(agent, args.video):
-                print(f"video: {args.video}")
-            video.env.close()
+        if video.save(agent, args.video):
+            print(f"video: {args.video}")
+        video.env.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dsrl.config import REPO_ROOT, compose_task_config
 from dsrl.run_logging import read_wandb_run
-from dsrl.training import make_video, run
+from dsrl.training import prepare_renderer, run
 
 QUICK = ["eval.n_episodes=5", "progress_bar=false", "train.utd=2", "train.noise_critic_grad_steps=2"]
 TRAIN_METRICS = {
@@ -70,7 +70,7 @@ def test_no_renderer_warns_once_and_disables_videos(tmp_path, hopper_files, monk
     cfg = compose_task_config(HOPPER_CONFIG, [f"run_dir={tmp_path}", "video.every_evals=1"])
     monkeypatch.setenv("MUJOCO_GL", "no-such-backend")
     with caplog.at_level(logging.WARNING):
-        assert make_video(cfg, dict(cfg.env), None, None, str(tmp_path), None) is None
+        assert not prepare_renderer(cfg.env.suite)
     assert [r.getMessage() for r in caplog.records] == [
         "no MuJoCo offscreen renderer works here (tried MUJOCO_GL=['no-such-backend']): no evaluation videos"
     ]
