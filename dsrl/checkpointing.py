@@ -28,6 +28,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from dsrl.files import write_atomic, write_json
+
 LATEST = "latest.json"
 CONFIG = "config.yaml"
 MUST_MATCH = (
@@ -45,19 +47,6 @@ MUST_MATCH = (
     "train.action_magnitude",
 )
 """Settings a resumed run must share with the run it continues (dotted config keys)."""
-
-
-def write_atomic(path: str, write: Any) -> None:
-    """Call ``write(tmp_path)``, then move the finished file to ``path`` (the temporary name keeps the extension)."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".partial.{name}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, value: Any) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, indent=1)
 
 
 def rng_states() -> dict[str, Any]:
@@ -108,7 +97,7 @@ class Checkpointer:
         write_atomic(self.path(entry["training_state"]), lambda tmp: torch.save(state, tmp))
         if entry["replay_buffer"]:
             write_atomic(self.path(entry["replay_buffer"]), model.save_replay_buffer)
-        write_atomic(self.path(LATEST), lambda tmp: write_json(tmp, entry))
+        write_json(self.path(LATEST), entry)
         if previous and previous.get("replay_buffer") and previous["replay_buffer"] != entry["replay_buffer"]:
             os.remove(self.path(previous["replay_buffer"]))
         self.prune()

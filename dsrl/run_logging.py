@@ -24,7 +24,7 @@ from stable_baselines3.common.logger import (
     TensorBoardOutputFormat,
 )
 
-from dsrl.checkpointing import write_atomic
+from dsrl.files import write_atomic
 
 ENV_STEPS = "train/env_steps"
 

@@ -19,7 +19,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from dsrl.checkpointing import write_atomic
+from dsrl.files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from dsrl.files import write_atomic
+
 
 def read_state_dict(path: str) -> Mapping[str, torch.Tensor]:
     """The policy weights stored in a DPPO checkpoint (``ema`` if present, else ``model``)."""
@@ -52,6 +54,5 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
 
 def save_checkpoint(path: str, model: nn.Module, ema: nn.Module, epoch: int) -> None:
     """Write ``{"epoch", "model", "ema"}`` atomically (a temporary file renamed into place)."""
-    tmp = f"{path}.tmp"
-    torch.save({"epoch": epoch, "model": model.state_dict(), "ema": ema.state_dict()}, tmp)
-    os.replace(tmp, path)
+    state = {"epoch": epoch, "model": model.state_dict(), "ema": ema.state_dict()}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))

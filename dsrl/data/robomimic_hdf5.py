@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from dsrl.data.trajectories import Trajectories, concatenate
+from dsrl.files import write_atomic
 
 ROBOSUITE_ENV_TYPE = 1
 
@@ -38,8 +39,12 @@ def write_demos(path: str, env_meta: dict[str, Any], demos: Sequence[dict[str, A
         ``actions`` (L, action_dim), ``rewards`` (L,), ``dones`` (L,),
         ``states`` (L, sim_state_dim)
     """
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
+    write_atomic(path, lambda tmp: write_demo_file(tmp, env_meta, demos))
+
+
+def write_demo_file(path: str, env_meta: dict[str, Any], demos: Sequence[dict[str, Any]]) -> None:
+    """The body of :func:`write_demos`, written straight to ``path``."""
+    with h5py.File(path, "w") as f:
         data = f.create_group("data")
         data.attrs["env_args"] = json.dumps(
             {"env_name": env_meta["env_name"], "type": ROBOSUITE_ENV_TYPE, "env_kwargs": env_meta["env_kwargs"]}
@@ -55,7 +60,6 @@ def write_demos(path: str, env_meta: dict[str, Any], demos: Sequence[dict[str, A
                 group.create_dataset(key, data=np.asarray(demo[key]))
             total += length
         data.attrs["total"] = total
-    os.replace(tmp, path)
 
 
 def demo_names(path: str, data: h5py.Group) -> list[str]:

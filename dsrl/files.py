@@ -1,0 +1,29 @@
+"""Atomic file writes: a file is written under a temporary name, then moved into place.
+
+Readers therefore never see a half-written checkpoint, dataset, log or video,
+whenever the writer is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+
+def write_atomic(path: str, write: Callable[[str], Any]) -> None:
+    """Call ``write(tmp_path)``, then move the finished file to ``path`` (the temporary name keeps the extension)."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".partial.{name}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write ``value`` as indented JSON, atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1)
+
+    write_atomic(path, write)
