@@ -45,6 +45,8 @@ MUST_MATCH = (
     "train.activation",
     "train.layer_norm",
     "train.action_magnitude",
+    "train.noise_action_dim",
+    "train.noise_expansion",
 )
 """Settings a resumed run must share with the run it continues (dotted config keys)."""
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dsrl.envs.noise_space import EXPANSIONS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("dsrl_na", "dsrl_sac")
 WANDB_MODES = ("online", "offline", "disabled")
@@ -41,6 +43,15 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
     if train.critic_backup_combine_type not in ("min", "mean"):
         raise ValueError(f"train.critic_backup_combine_type={train.critic_backup_combine_type!r} is not min or mean")
+    full_noise = cfg.base_policy.horizon_steps * cfg.base_policy.action_dim
+    if train.noise_action_dim > full_noise:
+        raise ValueError(
+            f"train.noise_action_dim={train.noise_action_dim} is larger than the base policy's noise "
+            f"(horizon_steps {cfg.base_policy.horizon_steps} x action_dim {cfg.base_policy.action_dim} = "
+            f"{full_noise}); use at most {full_noise}, or <= 0 for the full noise"
+        )
+    if train.noise_expansion not in EXPANSIONS:
+        raise ValueError(f"train.noise_expansion={train.noise_expansion!r} is not one of {EXPANSIONS}")
     if cfg.wandb.mode not in WANDB_MODES:
         raise ValueError(f"wandb.mode={cfg.wandb.mode!r} is not one of {WANDB_MODES}")
     for key in ("checkpoint", "normalization"):

@@ -68,7 +68,10 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
 def in_agent_action_space(cfg: DictConfig, venv: VecEnv, base_policy: NoisePolicy) -> VecEnv:
     """The chunk env for DSRL-NA; for DSRL-SAC the noise-action env that denoises through the base policy."""
     if cfg.algorithm == "dsrl_sac":
-        return DiffusionPolicyEnvWrapper(venv, base_policy, cfg.train.action_magnitude)
+        train = cfg.train
+        return DiffusionPolicyEnvWrapper(
+            venv, base_policy, train.action_magnitude, train.noise_action_dim, train.noise_expansion
+        )
     return venv
 
 
@@ -85,6 +88,8 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
             backup_entropy=cfg.train.backup_entropy,
             precompute_distillation=cfg.train.precompute_distillation,
+            noise_action_dim=cfg.train.noise_action_dim,
+            noise_expansion=cfg.train.noise_expansion,
             **kwargs,
         )
     if not cfg.train.backup_entropy or cfg.train.critic_backup_combine_type != "min":

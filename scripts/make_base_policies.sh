@@ -27,11 +27,16 @@ robomimic() {
 if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
 if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
 
-if [[ "$task" == hopper || "$task" == all ]]; then
-  # SB3 SAC expert for 100k steps; the snapshot nearest a third of its best return collects 200k steps.
-  python scripts/make_dataset.py gym --env Hopper-v5 --out data/gym/hopper --expert-steps 100000
-  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=gym_hopper.yaml dataset=data/gym/hopper \
+# gym NAME ENV_ID EXPERT_STEPS: SB3 SAC expert for EXPERT_STEPS steps; the snapshot nearest a third of its best
+# return collects 200k steps (D4RL "medium"); behaviour cloning; 100-episode evaluation.
+gym() {
+  python scripts/make_dataset.py gym --env "$2" --out "data/gym/$1" --expert-steps "$3"
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name="gym_$1.yaml" dataset="data/gym/$1" \
     train.steps=5000 train.save_every=2500 eval.n_episodes=10 eval.n_envs=4 overwrite=true
-  python scripts/evaluate.py --config cfg/gym/dsrl_hopper.yaml --episodes 100 --n-envs 4 --seed 0 \
-    --json checkpoints/gym/hopper/diffusion/evaluation.json
-fi
+  cp "data/gym/$1/summary.json" "checkpoints/gym/$1/diffusion/dataset_summary.json"
+  python scripts/evaluate.py --config "cfg/gym/dsrl_$1.yaml" --episodes 100 --n-envs 4 --seed 0 \
+    --json "checkpoints/gym/$1/diffusion/evaluation.json"
+}
+if [[ "$task" == hopper || "$task" == all ]]; then gym hopper Hopper-v5 100000; fi
+if [[ "$task" == walker2d || "$task" == all ]]; then gym walker2d Walker2d-v5 200000; fi
+if [[ "$task" == halfcheetah || "$task" == all ]]; then gym halfcheetah HalfCheetah-v5 150000; fi

@@ -10,7 +10,7 @@ from dsrl.base_policies import Normalizer
 from dsrl.data.trajectories import chunk_pairs
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.factory import check_env_config, make_vec_env
-from dsrl.envs.noise_space import NoiseBox
+from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
 from dsrl.envs.steering import SteeringEnv, collect_demonstrations
 from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
 
@@ -94,6 +94,40 @@ def test_noise_box_samples_clipped_gaussian():
         NoiseBox(0, 3)
 
 
+def test_noise_expansion_tiles_low_dimensional_noise():
+    expand = NoiseExpansion(chunk=4, action_dim=7, noise_action_dim=5)
+    noise = torch.arange(10.0).view(2, 5)
+    full = expand(noise)
+    assert expand.noise_dim == 5 and full.shape == (2, 4, 7)
+    flat = full.reshape(2, 28)
+    np.testing.assert_array_equal(flat[:, :5], noise)
+    np.testing.assert_array_equal(flat[:, 25:], noise[:, :3])
+    assert torch.equal(flat[:, 5:10], noise), "the k numbers repeat until chunk * action_dim"
+    identity = NoiseExpansion(4, 7, noise_action_dim=0)
+    assert identity.noise_dim == 28 and torch.equal(identity(flat), full)
+    with pytest.raises(ValueError, match=r"noise action has shape \(2, 4\), expected \(B, 5\)"):
+        expand(torch.zeros(2, 4))
+
+
+def test_noise_expansion_projection_keeps_unit_marginals_and_bounds():
+    expand = NoiseExpansion(chunk=4, action_dim=7, noise_action_dim=3, kind="projection", magnitude=1.5)
+    again = NoiseExpansion(chunk=4, action_dim=7, noise_action_dim=3, kind="projection", magnitude=1.5)
+    assert torch.equal(expand.projection, again.projection), "the projection is fixed, so a saved agent reloads it"
+    full = expand(torch.randn(20000, 3, generator=torch.Generator().manual_seed(0))).reshape(-1, 28)
+    assert full.abs().max() <= 1.5
+    clamped_normal_std = torch.randn(10**6, generator=torch.Generator().manual_seed(1)).clamp(-1.5, 1.5).std()
+    assert torch.allclose(full.std(dim=0), clamped_normal_std.expand(28), atol=0.02), "N(0, 1) marginals, clamped"
+    small = expand(0.1 * torch.randn(100, 3)).reshape(100, 28)
+    assert torch.linalg.matrix_rank(small) == 3, "unclamped, the 28 numbers span only the agent's 3 dimensions"
+
+
+def test_noise_expansion_rejects_bad_settings():
+    with pytest.raises(ValueError, match=r"noise_action_dim=29 is larger than the base policy's noise \(chunk 4 x "):
+        NoiseExpansion(4, 7, noise_action_dim=29)
+    with pytest.raises(ValueError, match="noise_expansion='pca'"):
+        NoiseExpansion(4, 7, noise_action_dim=3, kind="pca")
+
+
 def steering_venv(n_envs, normalizer):
     cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=n_envs, n_eval_envs=1, vec_env="dummy")
     return make_vec_env(cfg, normalizer, chunk=4, cond_steps=1, n_envs=n_envs)
@@ -118,6 +152,14 @@ def test_diffusion_env_wrapper_denoises_once_with_current_obs(small_policy):
     np.testing.assert_allclose(np.stack([i["action_chunk"] for i in infos]), expected)
     with pytest.raises(ValueError, match="does not match the base policy"):
         DiffusionPolicyEnvWrapper(steering_venv(1, norm), small_policy, action_magnitude=1.0)
+    low_dim = DiffusionPolicyEnvWrapper(steering_venv(3, norm), policy, action_magnitude=2.0, noise_action_dim=3)
+    assert low_dim.action_space.shape == (3,) and low_dim.action_space.high.max() == 2.0
+    obs = low_dim.reset()
+    _, _, _, infos = low_dim.step(noise[:, :3])
+    tiled = torch.as_tensor(noise[:, [0, 1, 2, 0, 1, 2, 0, 1]]).view(3, 4, 2)
+    np.testing.assert_allclose(
+        np.stack([i["action_chunk"] for i in infos]), policy(torch.as_tensor(obs), tiled).reshape(3, -1).numpy()
+    )
 
 
 def test_env_config_errors_name_the_field():

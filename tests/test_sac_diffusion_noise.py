@@ -53,6 +53,35 @@ def test_noise_actor_is_bounded_by_action_magnitude_and_predict_denoises(steerin
     np.testing.assert_allclose(chunks, expected.numpy(), atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["tile", "projection"])
+def test_low_dimensional_noise_is_expanded_for_acting_targets_and_distillation(steering_policy, tmp_path, kind):
+    model = make_model(
+        steering_policy, noise_action_dim=3, noise_expansion=kind, precompute_distillation=True, buffer_size=50
+    )
+    assert model.noise_space.shape == (3,) and model.actor.action_space.shape == (3,)
+    obs = np.random.default_rng(0).uniform(-1, 1, (16, 2)).astype(np.float32)
+    noise, _ = model.predict_noise(obs, deterministic=True)
+    assert noise.shape == (16, 3) and np.abs(noise).max() <= MAGNITUDE
+    chunks, _ = model.predict(obs, deterministic=True)
+    full = model.expansion(torch.as_tensor(noise))
+    np.testing.assert_allclose(chunks, steering_policy(torch.as_tensor(obs), full).reshape(16, -1).numpy(), atol=1e-6)
+    if kind == "tile":
+        np.testing.assert_array_equal(full.reshape(16, 8).numpy(), noise[:, [0, 1, 2, 0, 1, 2, 0, 1]])
+
+    model.learn(30)
+    buffer = model.replay_buffer
+    assert buffer.distill_noise.shape == (25, 2, 3) and buffer.actions.shape == (25, 2, 8)
+    pair_obs, pair_noise = buffer.observations[:15].reshape(-1, 2), buffer.distill_noise[:15].reshape(-1, 3)
+    expected = steering_policy(torch.as_tensor(pair_obs), model.expansion(torch.as_tensor(pair_noise)))
+    np.testing.assert_allclose(buffer.distill_actions[:15].reshape(-1, 8), expected.reshape(-1, 8).numpy(), atol=1e-5)
+
+    model.save(tmp_path / "low_dim.zip")
+    loaded = SACDiffusionNoise.load(tmp_path / "low_dim.zip", env=model.env, base_policy=steering_policy)
+    assert loaded.noise_space.shape == (3,) and loaded.noise_expansion == kind
+    trained = model.predict(obs, deterministic=True)[0]
+    np.testing.assert_allclose(loaded.predict(obs, deterministic=True)[0], trained, atol=1e-6)
+
+
 def test_replay_buffer_stores_real_chunks(steering_policy):
     model = make_model(steering_policy)
     played, original = [], model.chunks_for_noise

@@ -30,6 +30,8 @@ def steering_config(tmp_path, *overrides):
         ("train.action_magnitude=0", "train.action_magnitude=0"),
         ("train.utd=0", "train.utd=0"),
         ("wandb.mode=cloud", "wandb.mode='cloud'"),
+        ("train.noise_action_dim=9", r"train.noise_action_dim=9 is larger than the base policy's noise \(horizon"),
+        ("train.noise_expansion=pca", "train.noise_expansion='pca'"),
         ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
         ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
         ("base_policy.normalization={hopper_normalization}", "normalization has obs_min of 11 dims, but .*obs_dim=2"),
@@ -60,14 +62,23 @@ def test_shipped_steering_policy_succeeds_about_half_the_time():
 
 
 @pytest.mark.parametrize(
-    "algorithm, precompute", [("dsrl_na", False), ("dsrl_na", True), ("dsrl_sac", False)], ids=["na", "na_pairs", "sac"]
+    "algorithm, precompute, noise_action_dim",
+    [
+        ("dsrl_na", False, 0),
+        ("dsrl_na", True, 0),
+        ("dsrl_sac", False, 0),
+        ("dsrl_na", False, 2),
+        ("dsrl_sac", False, 2),
+    ],
+    ids=["na", "na_pairs", "sac", "na_low_dim", "sac_low_dim"],
 )
-def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute):
+def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim):
     torch.manual_seed(0)
     cfg = steering_config(
         tmp_path,
         f"algorithm={algorithm}",
         f"train.precompute_distillation={precompute}",
+        f"train.noise_action_dim={noise_action_dim}",
         "train.total_env_steps=4500",
         "eval.interval_env_steps=0",
         "eval.n_episodes=100",

@@ -21,15 +21,18 @@ from stable_baselines3.common.buffers import ReplayBuffer
 class DistillationReplayBuffer(ReplayBuffer):
     """SB3's :class:`ReplayBuffer` with ``distill_noise`` and ``distill_actions`` per row and env slot.
 
-    Both have the shape of ``actions``: (buffer_size, n_envs, chunk * action_dim);
-    the noise is unscaled (in ±action_magnitude). Rows added since the last
+    ``distill_actions`` has the shape of ``actions``: (buffer_size, n_envs,
+    chunk * action_dim); ``distill_noise`` is (buffer_size, n_envs, noise_dim),
+    unscaled (in ±action_magnitude). Rows added since the last
     :meth:`set_pairs` are listed by :meth:`unpaired_rows`.
-    (parameters: SB3's :class:`ReplayBuffer`)
+
+    :param noise_dim: dimension of the agent's noise (None: that of the actions)
+    (other parameters: SB3's :class:`ReplayBuffer`)
     """
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, noise_dim: int | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.distill_noise = np.zeros_like(self.actions)
+        self.distill_noise = np.zeros(self.actions.shape[:2] + (noise_dim or self.action_dim,), self.actions.dtype)
         self.distill_actions = np.zeros_like(self.actions)
         self.rows_added = 0
         self.rows_paired = 0
@@ -44,13 +47,13 @@ class DistillationReplayBuffer(ReplayBuffer):
         return (self.pos - pending + np.arange(pending)) % self.buffer_size
 
     def set_pairs(self, rows: np.ndarray, noise: np.ndarray, actions: np.ndarray) -> None:
-        """Store the pairs of ``rows`` (noise and chunks shaped (len(rows), n_envs, chunk_dim)); all rows are paired."""
+        """Store the pairs of ``rows``: noise (len(rows), n_envs, noise_dim), chunks (.., chunk_dim)."""
         self.distill_noise[rows] = noise
         self.distill_actions[rows] = actions
         self.rows_paired = self.rows_added
 
     def sample_pairs(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Observations (B, obs_dim), unscaled noise and chunks (B, chunk_dim) of random stored transitions."""
+        """Observations (B, obs_dim), unscaled noise (B, noise_dim) and chunks (B, chunk_dim) of random transitions."""
         upper = self.buffer_size if self.full else self.pos
         rows = np.random.randint(0, upper, size=batch_size)
         slots = np.random.randint(0, self.n_envs, size=batch_size)

@@ -14,7 +14,7 @@ from stable_baselines3.common.utils import polyak_update
 from dsrl.algorithms.distillation_buffer import DistillationReplayBuffer
 from dsrl.algorithms.policies import NoiseAliasingPolicy
 from dsrl.base_policies.base import NoisePolicy
-from dsrl.envs.noise_space import NoiseBox
+from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
 
 COMBINE_TYPES = ("min", "mean")
 
@@ -53,6 +53,10 @@ class SACDiffusionNoise(SAC):
     :param precompute_distillation: denoise one distillation pair per stored
         transition once, in batches (:class:`DistillationReplayBuffer`), instead
         of a fresh batch on every distillation step
+    :param noise_action_dim: the actor's and Q_W's noise dimension k (low-dimensional
+        steering, expanded to the base policy's noise by :class:`NoiseExpansion`); <= 0: the full
+        chunk * action_dim noise
+    :param noise_expansion: ``tile`` or ``projection`` (see :class:`NoiseExpansion`)
     :param kwargs: SB3 ``SAC`` arguments (``gradient_steps`` is the update-to-data ratio)
     """
 
@@ -68,6 +72,8 @@ class SACDiffusionNoise(SAC):
         critic_backup_combine_type: str = "min",
         backup_entropy: bool = True,
         precompute_distillation: bool = False,
+        noise_action_dim: int = 0,
+        noise_expansion: str = "tile",
         _init_setup_model: bool = True,
         **kwargs: Any,
     ):
@@ -84,6 +90,8 @@ class SACDiffusionNoise(SAC):
         self.critic_backup_combine_type = critic_backup_combine_type
         self.backup_entropy = backup_entropy
         self.precompute_distillation = precompute_distillation
+        self.noise_action_dim = noise_action_dim
+        self.noise_expansion = noise_expansion
         if precompute_distillation:
             if kwargs.get("replay_buffer_class") not in (None, DistillationReplayBuffer):
                 raise ValueError("precompute_distillation needs its own replay buffer class (DistillationReplayBuffer)")
@@ -105,7 +113,16 @@ class SACDiffusionNoise(SAC):
                 f"env observation shape {self.observation_space.shape} does not match the base policy's "
                 f"cond_dim {self.base_policy.cond_dim}"
             )
-        self.noise_space = NoiseBox(self.action_magnitude, chunk_dim, seed=self.seed)
+        self.expansion = NoiseExpansion(
+            self.base_policy.chunk,
+            self.base_policy.action_dim,
+            self.noise_action_dim,
+            self.noise_expansion,
+            self.action_magnitude,
+        ).to(self.device)
+        self.noise_space = NoiseBox(self.action_magnitude, self.expansion.noise_dim, seed=self.seed)
+        if self.precompute_distillation:
+            self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs, noise_dim=self.expansion.noise_dim)
         self.policy_kwargs = dict(self.policy_kwargs, noise_space=self.noise_space)
         super()._setup_model()
 
@@ -114,10 +131,8 @@ class SACDiffusionNoise(SAC):
         self.noise_critic = self.policy.noise_critic
 
     def denoise(self, obs: torch.Tensor, scaled_noise: torch.Tensor) -> torch.Tensor:
-        """Real chunks (B, chunk * action_dim) for noise scaled to [-1, 1] (the actor's output)."""
-        base = self.base_policy
-        noise = (self.action_magnitude * scaled_noise).view(-1, base.chunk, base.action_dim)
-        return base(obs, noise).reshape(obs.shape[0], -1)
+        """Real chunks (B, chunk * action_dim) for noise (B, noise_dim) scaled to [-1, 1] (the actor's output)."""
+        return self.base_policy(obs, self.expansion(self.action_magnitude * scaled_noise)).reshape(obs.shape[0], -1)
 
     def predict_noise(
         self,
@@ -126,7 +141,7 @@ class SACDiffusionNoise(SAC):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """The actor's noise (n, chunk * action_dim) in ±``action_magnitude``."""
+        """The actor's noise (n, noise_dim) in ±``action_magnitude``."""
         return self.policy.predict(observation, state, episode_start, deterministic)
 
     def predict(
@@ -141,7 +156,7 @@ class SACDiffusionNoise(SAC):
         return self.chunks_for_noise(observation, noise), state
 
     def chunks_for_noise(self, observation: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """Denoise unscaled noise (n, chunk * action_dim) under observations (n, cond_dim) or (cond_dim,)."""
+        """Denoise unscaled noise (n, noise_dim) under observations (n, cond_dim) or (cond_dim,)."""
         obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=self.device)
         single = obs.ndim == 1
         obs = obs.view(-1, self.base_policy.cond_dim)
@@ -228,7 +243,7 @@ class SACDiffusionNoise(SAC):
             self.logger.record("train/noise_critic_loss", torch.stack(noise_critic_losses).mean().item())
 
     def distillation_noise(self, batch_size: int) -> torch.Tensor:
-        """Noise w ~ N(0, I) clipped to ±action_magnitude, scaled to [-1, 1]: (batch_size, chunk * action_dim)."""
+        """Noise w ~ N(0, I) clipped to ±action_magnitude, scaled to [-1, 1]: (batch_size, noise_dim)."""
         noise = torch.randn(batch_size, self.noise_space.shape[0], device=self.device)
         return noise.clamp(-self.action_magnitude, self.action_magnitude) / self.action_magnitude
 
@@ -264,7 +279,7 @@ class SACDiffusionNoise(SAC):
         return loss.detach()
 
     def _excluded_save_params(self) -> list[str]:
-        return super()._excluded_save_params() + ["base_policy", "noise_critic"]
+        return super()._excluded_save_params() + ["base_policy", "noise_critic", "expansion"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()

@@ -8,22 +8,32 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from dsrl.base_policies.base import NoisePolicy
-from dsrl.envs.noise_space import NoiseBox
+from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
 
 
 class DiffusionPolicyEnvWrapper(VecEnvWrapper):
     """Turns a chunked VecEnv into one whose actions are initial noise.
 
-    Each noise action (n_envs, chunk * action_dim) in ±``action_magnitude`` is
-    denoised once by the base policy under the current observations, and the
-    resulting real chunk is played; ``info["action_chunk"]`` holds it.
+    Each noise action (n_envs, noise_dim) in ±``action_magnitude`` is expanded
+    to the base policy's noise (:class:`NoiseExpansion`), denoised once under
+    the current observations, and the resulting real chunk is played;
+    ``info["action_chunk"]`` holds it.
 
     :param venv: VecEnv of :class:`~dsrl.envs.wrappers.ActionChunkWrapper` envs
     :param base_policy: frozen noise policy whose chunk and action sizes match ``venv``
     :param action_magnitude: bound of the noise action space
+    :param noise_action_dim: noise_dim for low-dimensional steering; <= 0: chunk * action_dim
+    :param noise_expansion: ``tile`` or ``projection``
     """
 
-    def __init__(self, venv: VecEnv, base_policy: NoisePolicy, action_magnitude: float):
+    def __init__(
+        self,
+        venv: VecEnv,
+        base_policy: NoisePolicy,
+        action_magnitude: float,
+        noise_action_dim: int = 0,
+        noise_expansion: str = "tile",
+    ):
         chunk_dim = base_policy.chunk * base_policy.action_dim
         if venv.action_space.shape != (chunk_dim,):
             raise ValueError(
@@ -35,8 +45,12 @@ class DiffusionPolicyEnvWrapper(VecEnvWrapper):
                 f"env observation shape {venv.observation_space.shape} does not match the base policy's "
                 f"cond_dim {base_policy.cond_dim}"
             )
-        super().__init__(venv, action_space=NoiseBox(action_magnitude, chunk_dim))
+        expansion = NoiseExpansion(
+            base_policy.chunk, base_policy.action_dim, noise_action_dim, noise_expansion, action_magnitude
+        )
+        super().__init__(venv, action_space=NoiseBox(action_magnitude, expansion.noise_dim))
         self.base_policy = base_policy
+        self.expansion = expansion.to(base_policy.device)
         self._obs: np.ndarray | None = None
         self._chunks: np.ndarray | None = None
 
@@ -48,7 +62,7 @@ class DiffusionPolicyEnvWrapper(VecEnvWrapper):
         policy = self.base_policy
         obs = torch.as_tensor(self._obs, dtype=torch.float32, device=policy.device)
         noise = torch.as_tensor(actions, dtype=torch.float32, device=policy.device)
-        chunks = policy(obs, noise.view(-1, policy.chunk, policy.action_dim))
+        chunks = policy(obs, self.expansion(noise))
         self._chunks = chunks.reshape(len(actions), -1).cpu().numpy()
         self.venv.step_async(self._chunks)
 

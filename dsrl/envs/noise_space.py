@@ -1,9 +1,15 @@
-"""The noise action space DSRL's agents act in."""
+"""The noise action space DSRL's agents act in, and its expansion to the base policy's noise."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 from gymnasium import spaces
+from torch import nn
+
+EXPANSIONS = ("tile", "projection")
 
 
 class NoiseBox(spaces.Box):
@@ -23,3 +29,63 @@ class NoiseBox(spaces.Box):
     def sample(self, mask=None, probability=None) -> np.ndarray:
         draw = self.np_random.standard_normal(self.shape)
         return np.clip(draw, -self.magnitude, self.magnitude).astype(np.float32)
+
+
+class NoiseExpansion(nn.Module):
+    """Maps the agent's noise action (B, noise_dim) to the base policy's noise (B, chunk, action_dim).
+
+    With ``noise_action_dim`` <= 0 the agent acts in the full noise
+    (noise_dim = chunk * action_dim) and the map only reshapes. Otherwise the
+    agent acts in k = ``noise_action_dim`` numbers (low-dimensional steering):
+
+    - ``tile``: the k numbers repeated until chunk * action_dim and cut there
+      (the fork's ``desired_action_dim``); values, bounds and N(0, 1)
+      marginals are unchanged;
+    - ``projection``: a fixed random matrix (seed ``projection_seed``) with
+      unit-norm rows, so N(0, I_k) maps to N(0, 1) marginals; the result is
+      clamped to ±``magnitude``, the bound of the full noise space.
+
+    :param chunk: the base policy's chunk length
+    :param action_dim: the base policy's action dimension
+    :param noise_action_dim: k; <= 0 for the full noise
+    :param kind: ``tile`` or ``projection``
+    :param magnitude: bound of the noise (the agent's ``action_magnitude``)
+    :param projection_seed: seed of the projection matrix (fixed, so a saved agent reloads with the same map)
+    """
+
+    def __init__(
+        self,
+        chunk: int,
+        action_dim: int,
+        noise_action_dim: int = 0,
+        kind: str = "tile",
+        magnitude: float = math.inf,
+        projection_seed: int = 0,
+    ):
+        super().__init__()
+        full = chunk * action_dim
+        if kind not in EXPANSIONS:
+            raise ValueError(f"noise_expansion={kind!r} is not one of {EXPANSIONS}")
+        if noise_action_dim > full:
+            raise ValueError(
+                f"noise_action_dim={noise_action_dim} is larger than the base policy's noise "
+                f"(chunk {chunk} x action_dim {action_dim} = {full}); use at most {full}, or <= 0 for the full noise"
+            )
+        self.chunk, self.action_dim, self.kind, self.magnitude = chunk, action_dim, kind, magnitude
+        self.noise_dim = noise_action_dim if noise_action_dim > 0 else full
+        self.full = self.noise_dim == full
+        projection = torch.randn(full, self.noise_dim, generator=torch.Generator().manual_seed(projection_seed))
+        self.register_buffer("projection", projection / projection.norm(dim=1, keepdim=True), persistent=False)
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        """The base policy's noise (B, chunk, action_dim) for the agent's (B, noise_dim)."""
+        if noise.ndim != 2 or noise.shape[1] != self.noise_dim:
+            raise ValueError(f"noise action has shape {tuple(noise.shape)}, expected (B, {self.noise_dim})")
+        if self.full:
+            expanded = noise
+        elif self.kind == "tile":
+            repeats = math.ceil(self.chunk * self.action_dim / self.noise_dim)
+            expanded = noise.repeat(1, repeats)[:, : self.chunk * self.action_dim]
+        else:
+            expanded = (noise @ self.projection.T).clamp(-self.magnitude, self.magnitude)
+        return expanded.reshape(-1, self.chunk, self.action_dim)
