@@ -47,6 +47,7 @@ MUST_MATCH = (
     "train.action_magnitude",
     "train.noise_action_dim",
     "train.noise_expansion",
+    "train.agent_obs",
 )
 """Settings a resumed run must share with the run it continues (dotted config keys)."""
 

@@ -12,6 +12,7 @@ from dsrl.envs.noise_space import EXPANSIONS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("dsrl_na", "dsrl_sac")
 WANDB_MODES = ("online", "offline", "disabled")
+AGENT_OBS = ("raw", "policy_embedding")
 
 
 def repo_path(relative: str) -> str:
@@ -52,6 +53,8 @@ def check_run_config(cfg: DictConfig) -> None:
         )
     if train.noise_expansion not in EXPANSIONS:
         raise ValueError(f"train.noise_expansion={train.noise_expansion!r} is not one of {EXPANSIONS}")
+    if train.agent_obs not in AGENT_OBS:
+        raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
     if cfg.wandb.mode not in WANDB_MODES:
         raise ValueError(f"wandb.mode={cfg.wandb.mode!r} is not one of {WANDB_MODES}")
     for key in ("checkpoint", "normalization"):

@@ -16,12 +16,13 @@ from torch import nn
 
 from dsrl.algorithms.policies import DSRLSACPolicy
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
-from dsrl.base_policies import NoisePolicy, Normalizer, load_base_policy
+from dsrl.base_policies import NoisePolicy, Normalizer, PolicyEmbeddingView, load_base_policy
 from dsrl.callbacks import DSRLCallback
 from dsrl.checkpointing import Checkpointer, Resume, load_resume, save_run_config
 from dsrl.config import check_run_config, user_path
 from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
+from dsrl.envs.embedding_env import PolicyEmbeddingObservation, embed
 from dsrl.envs.factory import check_env_config, make_vec_env
 from dsrl.run_logging import make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
@@ -65,12 +66,24 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
     )
 
 
-def in_agent_action_space(cfg: DictConfig, venv: VecEnv, base_policy: NoisePolicy) -> VecEnv:
-    """The chunk env for DSRL-NA; for DSRL-SAC the noise-action env that denoises through the base policy."""
+def agent_policy(cfg: DictConfig, base_policy: NoisePolicy) -> NoisePolicy:
+    """The base policy as the agent steers it: itself, or its embedding view (``train.agent_obs``)."""
+    return PolicyEmbeddingView(base_policy) if cfg.train.agent_obs == "policy_embedding" else base_policy
+
+
+def in_agent_spaces(cfg: DictConfig, venv: VecEnv, base_policy: NoisePolicy) -> VecEnv:
+    """``venv`` (a chunk env) in the agent's spaces.
+
+    Observations are raw or the base policy's embedding (``train.agent_obs``);
+    actions are chunks for DSRL-NA and noise for DSRL-SAC, whose env denoises
+    through the base policy.
+    """
+    if cfg.train.agent_obs == "policy_embedding":
+        venv = PolicyEmbeddingObservation(venv, base_policy)
     if cfg.algorithm == "dsrl_sac":
         train = cfg.train
         return DiffusionPolicyEnvWrapper(
-            venv, base_policy, train.action_magnitude, train.noise_action_dim, train.noise_expansion
+            venv, agent_policy(cfg, base_policy), train.action_magnitude, train.noise_action_dim, train.noise_expansion
         )
     return venv
 
@@ -81,8 +94,8 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
     if cfg.algorithm == "dsrl_na":
         return SACDiffusionNoise(
             "NoiseAliasingPolicy",
-            env,
-            base_policy=base_policy,
+            in_agent_spaces(cfg, env, base_policy),
+            base_policy=agent_policy(cfg, base_policy),
             action_magnitude=cfg.train.action_magnitude,
             noise_critic_grad_steps=cfg.train.noise_critic_grad_steps,
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
@@ -96,14 +109,15 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
         raise ValueError(
             "dsrl_sac runs SB3's SAC: it needs train.backup_entropy=true and critic_backup_combine_type=min"
         )
-    return SAC(DSRLSACPolicy, in_agent_action_space(cfg, env, base_policy), **kwargs)
+    return SAC(DSRLSACPolicy, in_agent_spaces(cfg, env, base_policy), **kwargs)
 
 
 def load_model(cfg: DictConfig, path: str, env: VecEnv, base_policy: NoisePolicy, device: torch.device | str):
     """A saved agent (``model_<env_steps>.zip``) of ``cfg.algorithm``, attached to ``env`` (the chunk env)."""
+    env = in_agent_spaces(cfg, env, base_policy)
     if cfg.algorithm == "dsrl_na":
-        return SACDiffusionNoise.load(path, env=env, device=device, base_policy=base_policy)
-    return SAC.load(path, env=in_agent_action_space(cfg, env, base_policy), device=device)
+        return SACDiffusionNoise.load(path, env=env, device=device, base_policy=agent_policy(cfg, base_policy))
+    return SAC.load(path, env=env, device=device)
 
 
 def load_agent(
@@ -152,7 +166,7 @@ def make_video(
     """The evaluation-video recorder on one rendering env (call :func:`prepare_renderer` first)."""
     venv = make_vec_env(env_cfg, normalizer, base_policy.chunk, base_policy.cond_steps, 1, render=True)
     fps = cfg.video.fps or venv.envs[0].unwrapped.metadata.get("render_fps", 20)
-    env = in_agent_action_space(cfg, venv, base_policy)
+    env = in_agent_spaces(cfg, venv, base_policy)
     return EvalVideo(env, cfg.video.every_evals, os.path.join(run_dir, "videos"), int(fps), wandb_run)
 
 
@@ -193,13 +207,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
             model = load_agent(cfg, env, base_policy, device, resume)
         else:
             model = build_agent(cfg, env, base_policy, device)
-        eval_env = in_agent_action_space(cfg, eval_env, base_policy)
+        eval_env = in_agent_spaces(cfg, eval_env, base_policy)
         if cfg.train.load_offline_data and not resume:
             if cfg.algorithm != "dsrl_na":
                 raise ValueError("train.load_offline_data needs algorithm=dsrl_na (DSRL-SAC's buffer holds noise)")
             data_path = user_path(cfg.train.load_offline_data)
             check_offline_normalization(data_path, normalizer)
             transitions = chunk_transitions(data_path, chunk, cfg.env.reward_offset)
+            if cfg.train.agent_obs == "policy_embedding":
+                for key in ("obs", "next_obs"):
+                    transitions[key] = embed(base_policy, transitions[key])
             log.info("added %d offline transitions", add_to_replay_buffer(model.replay_buffer, transitions))
         logger, wandb_run = make_logger(
             cfg,

@@ -24,7 +24,7 @@ from dsrl.checkpointing import CONFIG
 from dsrl.config import compose_task_config, user_path
 from dsrl.envs.factory import make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
-from dsrl.training import in_agent_action_space, load_model, make_video, prepare_renderer
+from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
 
 
 def confidence_interval(mean: float, std: float, n: int) -> float:
@@ -61,7 +61,7 @@ def main() -> None:
     venv = make_vec_env(env_cfg, normalizer, policy.chunk, policy.cond_steps, args.n_envs or env_cfg["n_eval_envs"])
     if args.agent:
         agent, mode, deterministic = load_model(cfg, args.agent, venv, policy, "cpu"), "agent", True
-        venv = in_agent_action_space(cfg, venv, policy)
+        venv = in_agent_spaces(cfg, venv, policy)
     elif args.constant_noise is not None:
         agent, mode, deterministic = ConstantNoiseAgent(policy, args.constant_noise), "constant_noise", True
     else:

@@ -1,6 +1,6 @@
 """Frozen, noise-controllable base policies (diffusion with DDIM, flow with Euler steps)."""
 
-from dsrl.base_policies.base import NoisePolicy
+from dsrl.base_policies.base import NoisePolicy, PolicyEmbeddingView
 from dsrl.base_policies.diffusion import DiffusionPolicy
 from dsrl.base_policies.factory import build_base_policy, load_base_policy
 from dsrl.base_policies.flow import FlowPolicy
@@ -8,6 +8,7 @@ from dsrl.base_policies.normalization import Normalizer
 
 __all__ = [
     "NoisePolicy",
+    "PolicyEmbeddingView",
     "DiffusionPolicy",
     "FlowPolicy",
     "Normalizer",

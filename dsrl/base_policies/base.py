@@ -9,6 +9,13 @@ Shapes and units, used everywhere in the package:
 
 The sampler is deterministic: the same (obs, noise) always gives the same
 chunk, which is what lets DSRL steer the policy through its noise.
+
+Sampling runs in two parts: :meth:`NoisePolicy.encode` turns ``obs`` into the
+conditioning features (B, feature_dim) every denoising step reuses (the
+observation encoder's output: identity, ``cond_mlp`` or image features), and
+:meth:`NoisePolicy.sample_from_features` denoises from them.
+:class:`PolicyEmbeddingView` is the same policy taking the features as its
+observation, for agents that observe the policy's embedding.
 """
 
 from __future__ import annotations
@@ -59,6 +66,11 @@ class NoisePolicy(nn.Module, abc.ABC):
         return self.obs_dim * self.cond_steps
 
     @property
+    def feature_dim(self) -> int:
+        """Size of the conditioning features :meth:`encode` returns."""
+        return self.network.feature_dim
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -85,10 +97,42 @@ class NoisePolicy(nn.Module, abc.ABC):
             actions = actions.clamp(-self.final_action_clip_value, self.final_action_clip_value)
         return actions
 
-    @abc.abstractmethod
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """Conditioning features (B, feature_dim) of ``obs`` (B, cond_dim), as the denoiser uses them."""
+        return self.network.encode_condition(obs)
+
     def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Run the sampler from ``noise``; shapes as in :meth:`forward`, no shape checks."""
+        return self.sample_from_features(self.encode(obs), noise)
+
+    @abc.abstractmethod
+    def sample_from_features(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Run the sampler from ``noise`` (B, chunk, action_dim) under encoded features (B, feature_dim)."""
 
     @abc.abstractmethod
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Behaviour-cloning loss (scalar) for normalised (obs (B, cond_dim), actions (B, chunk, action_dim))."""
+
+
+class PolicyEmbeddingView(NoisePolicy):
+    """A frozen policy whose observation is its own embedding (:meth:`NoisePolicy.encode`'s output).
+
+    ``view(policy.encode(obs), noise) == policy(obs, noise)``; the features are
+    computed once per step (by :class:`~dsrl.envs.embedding_env.PolicyEmbeddingObservation`)
+    and reused for the agent's input and every denoising pass.
+
+    :param policy: the base policy; shares its network and sampler
+    """
+
+    def __init__(self, policy: NoisePolicy):
+        super().__init__(policy.network, policy.feature_dim, 1, policy.final_action_clip_value)
+        self.policy = policy
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs
+
+    def sample_from_features(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.policy.sample_from_features(features, noise)
+
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        raise TypeError("PolicyEmbeddingView only samples; train the base policy itself")

@@ -57,10 +57,9 @@ class DiffusionPolicy(NoisePolicy):
         self.register_buffer("ddim_alpha", alpha.flip(0), persistent=False)
         self.register_buffer("ddim_alpha_prev", alpha_prev.flip(0), persistent=False)
 
-    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample_from_features(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         net = self.network
-        batch = obs.shape[0]
-        features = net.encode_condition(obs)
+        batch = features.shape[0]
         time_embs = net.time_embedding(self.ddim_t)
         sqrt_alpha, sqrt_one_minus = self.ddim_alpha.sqrt(), (1.0 - self.ddim_alpha).sqrt()
         sqrt_alpha_prev, sqrt_one_minus_prev = self.ddim_alpha_prev.sqrt(), (1.0 - self.ddim_alpha_prev).sqrt()

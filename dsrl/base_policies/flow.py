@@ -41,10 +41,9 @@ class FlowPolicy(NoisePolicy):
         self.time_scale = time_scale
         self.register_buffer("taus", torch.arange(flow_steps) / flow_steps, persistent=False)
 
-    def sample(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample_from_features(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         net = self.network
-        batch = obs.shape[0]
-        features = net.encode_condition(obs)
+        batch = features.shape[0]
         time_embs = net.time_embedding(self.taus * self.time_scale)
         dt = 1.0 / self.flow_steps
         x = noise

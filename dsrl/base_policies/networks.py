@@ -156,13 +156,13 @@ class DenoiserMLP(nn.Module):
             nn.Mish(),
             nn.Linear(time_dim * 2, time_dim),
         )
-        feature_dim = cond_dim
+        self.feature_dim = cond_dim
         if cond_mlp_dims:
             self.cond_mlp = MLP([cond_dim, *cond_mlp_dims], activation_type=activation_type)
-            feature_dim = cond_mlp_dims[-1]
+            self.feature_dim = cond_mlp_dims[-1]
         body = ResidualMLP if residual_style else MLP
         self.mlp_mean = body(
-            [time_dim + action_dim * horizon_steps + feature_dim, *mlp_dims, action_dim * horizon_steps],
+            [time_dim + action_dim * horizon_steps + self.feature_dim, *mlp_dims, action_dim * horizon_steps],
             activation_type=activation_type,
             out_activation_type=out_activation_type,
             use_layernorm=use_layernorm,
