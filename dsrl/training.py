@@ -29,7 +29,7 @@ from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
 log = logging.getLogger(__name__)
 
-MUJOCO_SUITES = ("gym", "robomimic")
+MUJOCO_SUITES = ("gym", "robomimic", "fetch")
 """Suites whose simulators render through MuJoCo's offscreen contexts."""
 
 WORKER_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)

@@ -7,6 +7,9 @@ The mapping (``cfg.base_policy`` in the Hydra configs) holds:
 - network settings, DPPO's names: ``obs_dim``, ``action_dim``, ``horizon_steps``,
   ``cond_steps``, ``time_dim``, ``mlp_dims``, ``cond_mlp_dims``,
   ``activation_type``, ``out_activation_type``, ``residual_style``, ``use_layernorm``;
+- image policies: ``image_shape`` ([C, H, W] of the image at the start of
+  each observation; null or absent: a state policy) and ``image_encoder``
+  (:class:`~dsrl.base_policies.image_encoder.ImageEncoder` settings);
 - sampler settings: diffusion ``denoising_steps``, ``ddim_steps``,
   ``denoised_clip_value``; flow ``flow_steps``, ``time_scale``; both
   ``final_action_clip_value``. A config may carry both types' settings; only
@@ -23,6 +26,7 @@ from dsrl.base_policies.base import NoisePolicy
 from dsrl.base_policies.checkpoint import load_matching, read_state_dict
 from dsrl.base_policies.diffusion import DiffusionPolicy
 from dsrl.base_policies.flow import FlowPolicy
+from dsrl.base_policies.image_encoder import ImageDenoiserMLP
 from dsrl.base_policies.networks import DenoiserMLP
 
 NETWORK_KEYS = {
@@ -40,6 +44,7 @@ SAMPLER_KEYS = {
 }
 POLICY_CLASSES = {"diffusion": DiffusionPolicy, "flow": FlowPolicy}
 FILE_KEYS = {"checkpoint", "normalization"}
+IMAGE_KEYS = {"image_shape", "image_encoder"}
 SHAPE_KEYS = {"obs_dim", "action_dim", "horizon_steps", "cond_steps"}
 
 
@@ -48,7 +53,7 @@ def build_base_policy(cfg: Mapping[str, Any]) -> NoisePolicy:
     kind = cfg.get("type")
     if kind not in POLICY_CLASSES:
         raise ValueError(f"base_policy.type={kind!r} is not one of {sorted(POLICY_CLASSES)}")
-    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | set().union(*SAMPLER_KEYS.values())
+    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | IMAGE_KEYS | set().union(*SAMPLER_KEYS.values())
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"base_policy has unknown key(s) {unknown}; known: {sorted(known)}")
@@ -60,12 +65,14 @@ def build_base_policy(cfg: Mapping[str, Any]) -> NoisePolicy:
     for key in ("mlp_dims", "cond_mlp_dims"):
         if net_kwargs.get(key) is not None:
             net_kwargs[key] = list(net_kwargs[key])
-    network = DenoiserMLP(
-        action_dim=cfg["action_dim"],
-        horizon_steps=cfg["horizon_steps"],
-        cond_dim=cfg["obs_dim"] * cond_steps,
-        **net_kwargs,
-    )
+    shapes = dict(action_dim=cfg["action_dim"], horizon_steps=cfg["horizon_steps"])
+    if cfg.get("image_shape"):
+        encoder = dict(cfg.get("image_encoder") or {})
+        network = ImageDenoiserMLP(
+            list(cfg["image_shape"]), cfg["obs_dim"], cond_steps, image_encoder=encoder, **shapes, **net_kwargs
+        )
+    else:
+        network = DenoiserMLP(cond_dim=cfg["obs_dim"] * cond_steps, **shapes, **net_kwargs)
     sampler_kwargs = {k: cfg[k] for k in SAMPLER_KEYS[kind] if k in cfg}
     return POLICY_CLASSES[kind](network, obs_dim=cfg["obs_dim"], cond_steps=cond_steps, **sampler_kwargs)
 

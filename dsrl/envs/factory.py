@@ -1,6 +1,6 @@
 """Build the chunked, normalised environments a run trains and evaluates on.
 
-``env`` config keys: ``suite`` (``gym`` | ``robomimic`` | ``steering``),
+``env`` config keys: ``suite`` (``gym`` | ``robomimic`` | ``fetch`` | ``pusht`` | ``steering``),
 ``name`` (the suite's task id), ``kwargs`` (passed to the simulator's
 constructor), ``max_episode_steps`` (simulator steps), ``reward_offset``
 (subtracted from every simulator reward), ``n_envs`` / ``n_eval_envs`` and
@@ -17,6 +17,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from dsrl.base_policies.normalization import Normalizer
+from dsrl.envs.fetch import check_fetch_config, make_fetch_env
+from dsrl.envs.pusht import check_pusht_config, make_pusht_env
 from dsrl.envs.robomimic import check_robomimic_config, make_robomimic_env
 from dsrl.envs.steering import SteeringEnv
 from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
@@ -45,6 +47,8 @@ def check_steering_name(name: str, kwargs: dict[str, Any]) -> None:
 SUITES: dict[str, tuple[Callable[..., gym.Env], Callable[[str, dict[str, Any]], None]]] = {
     "gym": (make_gym_env, check_gym_name),
     "robomimic": (make_robomimic_env, check_robomimic_config),
+    "fetch": (make_fetch_env, check_fetch_config),
+    "pusht": (make_pusht_env, check_pusht_config),
     "steering": (make_steering_env, check_steering_name),
 }
 VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}

@@ -1,0 +1,66 @@
+"""gym-pusht's PushT with flat observations, from state or from pixels.
+
+- ``obs_type=state``: (agent x, agent y, block x, block y, block angle), 5 numbers.
+- ``obs_type=pixels_agent_pos``: the 96x96 RGB image as channels-first
+  pixels (3 * 96 * 96 numbers in [0, 255], C, H, W order), then the agent
+  position (2): 27,650 numbers. Image policies (``base_policy.image_shape:
+  [3, 96, 96]``) split them back; the normalisation maps pixels to [-1, 1].
+
+Actions are the agent's target position in [0, 512]^2. Success is the env's
+``is_success``: block coverage of the goal above ``success_threshold``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+PUSHT_ID = "gym_pusht/PushT-v0"
+OBS_TYPES = ("state", "pixels_agent_pos")
+
+
+class FlatPixelsAgentPos(gym.ObservationWrapper):
+    """``{"pixels": (H, W, 3) uint8, "agent_pos": (2,)}`` -> [pixels as (3, H, W) flattened, agent_pos]."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        height, width, channels = env.observation_space["pixels"].shape
+        self.observation_space = spaces.Box(0.0, 512.0, (channels * height * width + 2,), np.float32)
+
+    def observation(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        pixels = np.moveaxis(obs["pixels"], -1, 0).reshape(-1)
+        return np.concatenate([pixels, obs["agent_pos"]]).astype(np.float32)
+
+
+def check_pusht_config(name: str, kwargs: dict[str, Any]) -> None:
+    if name != PUSHT_ID:
+        raise ValueError(f"env.name={name!r}: the pusht suite has one task, {PUSHT_ID!r}")
+    obs_type = kwargs.get("obs_type", "state")
+    if obs_type not in OBS_TYPES:
+        raise ValueError(f"env.kwargs.obs_type={obs_type!r} is not one of {OBS_TYPES}")
+    threshold = kwargs.get("success_threshold", 0.95)
+    if not 0 < threshold <= 1:
+        raise ValueError(f"env.kwargs.success_threshold={threshold} must be in (0, 1]")
+
+
+def make_pusht_env(
+    name: str,
+    max_episode_steps: int,
+    obs_type: str = "state",
+    success_threshold: float = 0.95,
+    render_mode: str | None = None,
+) -> gym.Env:
+    """PushT with flat observations (see the module docstring).
+
+    :param obs_type: ``state`` or ``pixels_agent_pos``
+    :param success_threshold: goal coverage that counts as success (and ends the episode); gym-pusht's is 0.95
+    """
+    check_pusht_config(name, {"obs_type": obs_type, "success_threshold": success_threshold})
+    import gym_pusht  # noqa: F401  (registers the env)
+
+    env = gym.make(name, obs_type=obs_type, max_episode_steps=max_episode_steps, render_mode=render_mode or "rgb_array")
+    env.unwrapped.success_threshold = success_threshold
+    return FlatPixelsAgentPos(env) if obs_type == "pixels_agent_pos" else env
