@@ -30,6 +30,8 @@ setup(
         "matplotlib>=3.7",
         "robosuite==1.4.1",  # the version DPPO's env_meta files were made with
         "robomimic==0.3.0",
+        "gymnasium-robotics==1.4.2",  # Fetch tasks
+        "gym-pusht==0.1.8",  # PushT (state and pixels)
     ],
     extras_require={"test": ["pytest>=7"]},
 )

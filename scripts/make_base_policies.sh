@@ -27,6 +27,16 @@ robomimic() {
 if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
 if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
 
+# fetch NAME TASK BC_STEPS: scripted demos (only successes) -> behaviour cloning -> 100-episode evaluation.
+fetch() {
+  python scripts/make_dataset.py fetch --task "$2" --demos 100 --out "data/fetch/$1"
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name="fetch_$1.yaml" dataset="data/fetch/$1" \
+    train.steps="$3" train.save_every=250 eval.n_episodes=50 eval.n_envs=4 overwrite=true
+  python scripts/evaluate.py --config "cfg/fetch/dsrl_$1.yaml" --episodes 100 --n-envs 4 --seed 0 \
+    --json "checkpoints/fetch/$1/diffusion/evaluation.json"
+}
+if [[ "$task" == pick_and_place || "$task" == all ]]; then fetch pick_and_place FetchPickAndPlace-v4 1000; fi
+
 # gym NAME ENV_ID EXPERT_STEPS: SB3 SAC expert for EXPERT_STEPS steps; the snapshot nearest a third of its best
 # return collects 200k steps (D4RL "medium"); behaviour cloning; 100-episode evaluation.
 gym() {

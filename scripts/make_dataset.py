@@ -8,6 +8,10 @@ Robomimic (scripted experts, written as a Robomimic hdf5 and converted):
 
     python scripts/make_dataset.py robomimic --task lift --out data/robomimic/lift
 
+Fetch (scripted experts on the flat observation; only successful episodes are kept):
+
+    python scripts/make_dataset.py fetch --task FetchPickAndPlace-v4 --out data/fetch/pick_and_place
+
 The steering task of the tests (scripted two-goal demonstrations):
 
     python scripts/make_dataset.py steering --out data/steering
@@ -77,6 +81,27 @@ def make_robomimic(args: argparse.Namespace) -> None:
     convert(args)
 
 
+def save_scripted(args: argparse.Namespace, data, attempts: int) -> None:
+    """Write scripted demonstrations as DPPO npz and print their success rate."""
+    data.validate(args.out)
+    data.save_dppo(args.out)
+    steps = int(data.traj_lengths.sum())
+    print(
+        f"wrote {args.out}/train.npz: {data.n_trajectories} demos ({steps} steps) from {attempts} attempts, "
+        f"expert success rate {data.n_trajectories / attempts:.3f}"
+    )
+
+
+def make_fetch(args: argparse.Namespace) -> None:
+    from dsrl.data.fetch_experts import FETCH_EXPERTS
+    from dsrl.data.trajectories import collect_successes
+    from dsrl.envs.fetch import make_fetch_env
+
+    env = make_fetch_env(args.task, args.max_episode_steps)
+    expert = FETCH_EXPERTS[args.task](np.random.default_rng(args.seed), noise=args.noise)
+    save_scripted(args, *collect_successes(env, expert, args.demos, args.seed, args.max_episode_steps))
+
+
 def make_steering(args: argparse.Namespace) -> None:
     from dsrl.envs.steering import collect_demonstrations
 
@@ -117,6 +142,14 @@ def main() -> None:
     robo_parser.add_argument("--noise", type=float, default=0.1, help="std of the Gaussian action noise")
     robo_parser.add_argument("--seed", type=int, default=0)
     robo_parser.set_defaults(func=make_robomimic)
+    fetch_parser = sub.add_parser("fetch", help="scripted Fetch expert -> DPPO npz")
+    fetch_parser.add_argument("--task", required=True, choices=["FetchPickAndPlace-v4", "FetchPush-v4"])
+    fetch_parser.add_argument("--out", required=True, help="output directory")
+    fetch_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
+    fetch_parser.add_argument("--noise", type=float, default=0.1, help="std of the Gaussian action noise")
+    fetch_parser.add_argument("--max-episode-steps", type=int, default=50)
+    fetch_parser.add_argument("--seed", type=int, default=0)
+    fetch_parser.set_defaults(func=make_fetch)
     steering_parser = sub.add_parser("steering", help="two-goal steering demonstrations")
     steering_parser.add_argument("--out", required=True, help="output directory")
     steering_parser.add_argument("--episodes", type=int, default=300)

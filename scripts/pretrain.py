@@ -50,7 +50,8 @@ def pretrain(cfg: DictConfig) -> None:
         base_cfg.pop(key)
     base_cfg["type"] = cfg.policy_type
     out_dir = user_path(cfg.output_dir)
-    if glob.glob(os.path.join(out_dir, "state*.pt")) and not cfg.overwrite:
+    previous = glob.glob(os.path.join(out_dir, "state*.pt"))
+    if previous and not cfg.overwrite:
         raise FileExistsError(f"output_dir {out_dir!r} already holds checkpoints; set overwrite=true to replace them")
     dataset_dir = user_path(cfg.dataset)
     train_path, normalizer = check_dataset(dataset_dir, base_cfg)
@@ -60,6 +61,8 @@ def pretrain(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     policy = build_base_policy(base_cfg)
     os.makedirs(out_dir, exist_ok=True)
+    for path in previous:  # overwrite=true: no checkpoint of an earlier run stays beside the new ones
+        os.remove(path)
     shutil.copyfile(os.path.join(dataset_dir, "normalization.npz"), os.path.join(out_dir, "normalization.npz"))
     env_cfg = OmegaConf.to_container(task.env, resolve=True)
     snapshots = []

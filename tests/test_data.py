@@ -7,6 +7,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from dsrl.config import REPO_ROOT
 from dsrl.data.offline import chunk_transitions
@@ -163,3 +164,35 @@ def test_gym_medium_snapshot_and_collection(tmp_path):
     assert int(data.traj_lengths.sum()) == 300 and data.states.shape == (300, 11) and data.actions.shape == (300, 3)
     assert len(returns) == int(data.terminals.sum()) == len(data.traj_lengths) - (0 if data.terminals[-1] else 1)
     data.validate("collected")
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT)
+
+
+def test_pretrain_script_lowers_the_loss_and_never_overwrites_silently(tmp_path):
+    data, out = tmp_path / "steering", tmp_path / "policy"
+    made = run_script("scripts/make_dataset.py", "steering", "--out", str(data), "--episodes", "40")
+    assert made.returncode == 0, made.stderr
+    pretrain = [
+        "scripts/pretrain.py",
+        "--config-path=cfg/pretrain",
+        "--config-name=steering.yaml",
+        f"dataset={data}",
+        f"output_dir={out}",
+        "train.steps=60",
+        "train.save_every=30",
+        "eval.n_episodes=0",
+    ]
+    first = run_script(*pretrain)
+    assert first.returncode == 0, first.stderr
+    assert sorted(os.listdir(out)) == ["card.yaml", "normalization.npz", "state.pt", "state_30.pt", "state_60.pt"]
+    with open(out / "card.yaml") as f:
+        losses = [c["loss"] for c in yaml.safe_load(f)["checkpoints"]]
+    assert losses[-1] < min(0.6, losses[0]), f"the noise-prediction loss starts near 1: {losses}"
+
+    refused = run_script(*pretrain)
+    assert refused.returncode != 0 and "already holds checkpoints; set overwrite=true" in refused.stderr
+    again = run_script(*pretrain[:-3], "train.steps=40", "train.save_every=40", "eval.n_episodes=0", "overwrite=true")
+    assert again.returncode == 0, again.stderr
+    assert "state_30.pt" not in os.listdir(out) and "state_40.pt" in os.listdir(out), "no stale checkpoint is left"

@@ -71,9 +71,7 @@ def test_spatial_softmax_finds_the_peak():
 
 
 def test_image_policy_refuses_state_observations():
-    with pytest.raises(
-        ValueError, match=r"base_policy.obs_dim=5 is smaller than base_policy.image_shape \[3, 16"
-    ):
+    with pytest.raises(ValueError, match=r"base_policy.obs_dim=5 is smaller than base_policy.image_shape \[3, 16"):
         build_base_policy(dict(IMAGE_POLICY, obs_dim=5))
     with pytest.raises(ValueError, match="image_encoder.pool='max'"):
         build_base_policy(dict(IMAGE_POLICY, image_encoder=dict(pool="max")))

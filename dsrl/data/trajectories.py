@@ -99,6 +99,27 @@ def record_episode(
     return {k: np.asarray(v) for k, v in steps.items()}, info, done
 
 
+def collect_successes(
+    env: gym.Env, expert: Callable[[np.ndarray], np.ndarray], n_demos: int, seed: int, max_steps: int
+) -> tuple[Trajectories, int]:
+    """Episodes of a scripted ``expert`` (its ``reset()`` called before each) until ``n_demos`` succeed.
+
+    :return: the successful episodes (simulator units) and the number of attempts
+    """
+    from tqdm import tqdm
+
+    episodes, attempts = [], 0
+    with tqdm(total=n_demos, desc="demos") as bar:
+        while len(episodes) < n_demos:
+            expert.reset()
+            steps, info, _ = record_episode(env, expert, seed * 1_000_003 + attempts, max_steps)
+            attempts += 1
+            if info.get("is_success"):
+                episodes.append(steps)
+                bar.update()
+    return concatenate(episodes), attempts
+
+
 def concatenate(episodes: list[dict[str, np.ndarray]]) -> Trajectories:
     """Join per-episode dicts (``states``, ``actions``, ``rewards``, ``terminals``) into one dataset."""
     return Trajectories(

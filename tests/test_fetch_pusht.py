@@ -1,0 +1,66 @@
+"""Fetch and PushT: flat observations, scripted experts, shipped base policies and short DSRL runs."""
+
+import glob
+
+import numpy as np
+import pytest
+
+from dsrl.config import compose_task_config, repo_path
+from dsrl.data.fetch_experts import FETCH_EXPERTS
+from dsrl.data.trajectories import collect_successes
+from dsrl.envs.factory import check_env_config
+from dsrl.envs.fetch import make_fetch_env
+from dsrl.training import run
+
+PICK_AND_PLACE = repo_path("cfg/fetch/dsrl_pick_and_place.yaml")
+
+
+def test_fetch_observation_is_flat_in_the_documented_order():
+    env = make_fetch_env("FetchPickAndPlace-v4", 50)
+    obs, info = env.reset(seed=3)
+    raw = env.unwrapped._get_obs()
+    assert obs.shape == (31,) and obs.dtype == np.float32 and info["is_success"] is False
+    np.testing.assert_allclose(obs[:25], raw["observation"], rtol=1e-6)
+    np.testing.assert_allclose(obs[25:28], raw["achieved_goal"], rtol=1e-6)
+    np.testing.assert_allclose(obs[28:], raw["desired_goal"], rtol=1e-6)
+    with pytest.raises(ValueError, match="env.kwargs.reward_type='shaped'"):
+        check_env_config(
+            dict(suite="fetch", name="FetchPush-v4", kwargs={"reward_type": "shaped"}, max_episode_steps=50)
+        )
+    with pytest.raises(ValueError, match="env.name='FetchPush-v1' is not a Fetch task"):
+        check_env_config(dict(suite="fetch", name="FetchPush-v1", max_episode_steps=50))
+
+
+def test_scripted_pick_and_place_expert_succeeds():
+    env = make_fetch_env("FetchPickAndPlace-v4", 50)
+    expert = FETCH_EXPERTS["FetchPickAndPlace-v4"](np.random.default_rng(0), noise=0.1)
+    data, attempts = collect_successes(env, expert, 10, seed=0, max_steps=50)
+    assert attempts <= 11, f"{attempts} attempts for 10 successes"
+    assert data.n_trajectories == 10 and data.states.shape[1] == 31 and data.actions.shape[1] == 4
+    assert np.abs(data.actions).max() <= 1.0 and (data.traj_lengths < 50).all(), "episodes end at success"
+
+
+def test_short_dsrl_run_on_fetch_pick_and_place(tmp_path):
+    cfg = compose_task_config(
+        PICK_AND_PLACE,
+        [
+            f"run_dir={tmp_path}",
+            "wandb.mode=disabled",
+            "env.vec_env=dummy",
+            "env.n_envs=2",
+            "env.n_eval_envs=2",
+            "train.total_env_steps=600",
+            "train.init_rollout_steps=40",
+            "train.layer_size=64",
+            "train.utd=1",
+            "train.batch_size=64",
+            "train.noise_critic_grad_steps=2",
+            "eval.interval_env_steps=0",
+            "eval.n_episodes=4",
+            "video.every_evals=0",
+        ],
+    )
+    result = run(cfg)
+    assert set(result) >= {"success_rate", "return_mean"} and 0.0 <= result["success_rate"] <= 1.0
+    assert -50.0 <= result["return_mean"] <= 0.0, "sparse reward: -1 per step, at most 50 steps"
+    assert glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
