@@ -33,5 +33,8 @@ setup(
         "gymnasium-robotics==1.4.2",  # Fetch tasks
         "gym-pusht==0.1.8",  # PushT (state and pixels)
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        "lerobot": ["lerobot==0.4.4"],  # its own environment (torch<2.11): scripts/lerobot/make_env.sh
+    },
 )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dsrl.base_policies.lerobot_adapter import check_pretrained_dir
 from dsrl.envs.noise_space import EXPANSIONS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,9 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
     if train.critic_backup_combine_type not in ("min", "mean"):
         raise ValueError(f"train.critic_backup_combine_type={train.critic_backup_combine_type!r} is not min or mean")
+    lerobot = cfg.base_policy.type == "lerobot"  # its noise is LeRobot's horizon: checked when it is loaded
     full_noise = cfg.base_policy.horizon_steps * cfg.base_policy.action_dim
-    if train.noise_action_dim > full_noise:
+    if train.noise_action_dim > full_noise and not lerobot:
         raise ValueError(
             f"train.noise_action_dim={train.noise_action_dim} is larger than the base policy's noise "
             f"(horizon_steps {cfg.base_policy.horizon_steps} x action_dim {cfg.base_policy.action_dim} = "
@@ -57,7 +59,9 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
     if cfg.wandb.mode not in WANDB_MODES:
         raise ValueError(f"wandb.mode={cfg.wandb.mode!r} is not one of {WANDB_MODES}")
-    for key in ("checkpoint", "normalization"):
+    if lerobot:
+        check_pretrained_dir(user_path(cfg.base_policy.checkpoint))
+    for key in ("normalization",) if lerobot else ("checkpoint", "normalization"):
         path = cfg.base_policy.get(key)
         if not path or not os.path.isfile(user_path(path)):
             raise FileNotFoundError(

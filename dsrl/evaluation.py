@@ -41,7 +41,7 @@ class BasePolicyAgent(NoiseAgent):
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
 
     def noise(self, batch: int) -> torch.Tensor:
-        shape = (batch, self.policy.chunk, self.policy.action_dim)
+        shape = (batch, self.policy.noise_steps, self.policy.action_dim)
         draw = torch.randn(shape, generator=self.generator, device=self.policy.device)
         return draw.clamp(-self.noise_clip, self.noise_clip)
 
@@ -54,7 +54,7 @@ class ConstantNoiseAgent(NoiseAgent):
         self.value = value
 
     def noise(self, batch: int) -> torch.Tensor:
-        shape = (batch, self.policy.chunk, self.policy.action_dim)
+        shape = (batch, self.policy.noise_steps, self.policy.action_dim)
         return torch.full(shape, self.value, device=self.policy.device)
 
 

@@ -23,7 +23,7 @@ from dsrl.config import check_run_config, user_path
 from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation, embed
-from dsrl.envs.factory import check_env_config, make_vec_env
+from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
 from dsrl.run_logging import make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
@@ -190,6 +190,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
     base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
+    check_observations(env_cfg, base_cfg)
     base_policy = load_base_policy(base_cfg, device)
     normalizer = Normalizer.load(user_path(base_cfg["normalization"]))
     normalizer.require_dims(base_policy.obs_dim, base_policy.action_dim, "base_policy.normalization")

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from dsrl.base_policies import Normalizer, load_base_policy
 from dsrl.checkpointing import CONFIG
 from dsrl.config import compose_task_config, user_path
-from dsrl.envs.factory import make_vec_env
+from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
 from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
 
@@ -55,9 +55,10 @@ def main() -> None:
     cfg = compose_task_config(args.config, ["run_dir=unused", *trained, *args.overrides])
     base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
     base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    check_observations(env_cfg, base_cfg)
     policy = load_base_policy(base_cfg)
     normalizer = Normalizer.load(user_path(base_cfg["normalization"]))
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     venv = make_vec_env(env_cfg, normalizer, policy.chunk, policy.cond_steps, args.n_envs or env_cfg["n_eval_envs"])
     if args.agent:
         agent, mode, deterministic = load_model(cfg, args.agent, venv, policy, "cpu"), "agent", True

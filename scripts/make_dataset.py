@@ -12,6 +12,11 @@ Fetch (scripted experts on the flat observation; only successful episodes are ke
 
     python scripts/make_dataset.py fetch --task FetchPickAndPlace-v4 --out data/fetch/pick_and_place
 
+PushT (the scripted pushing expert; state or 96x96 pixels + agent position; the same seeds give the same demos):
+
+    python scripts/make_dataset.py pusht --obs-type state --out data/pusht/state
+    python scripts/make_dataset.py pusht --obs-type pixels_agent_pos --out data/pusht/pixels
+
 The steering task of the tests (scripted two-goal demonstrations):
 
     python scripts/make_dataset.py steering --out data/steering
@@ -81,10 +86,10 @@ def make_robomimic(args: argparse.Namespace) -> None:
     convert(args)
 
 
-def save_scripted(args: argparse.Namespace, data, attempts: int) -> None:
-    """Write scripted demonstrations as DPPO npz and print their success rate."""
+def save_scripted(args: argparse.Namespace, data, attempts: int, normalizer=None) -> None:
+    """Write scripted demonstrations as DPPO npz (bounds fitted unless given) and print their success rate."""
     data.validate(args.out)
-    data.save_dppo(args.out)
+    data.save_dppo(args.out, normalizer)
     steps = int(data.traj_lengths.sum())
     print(
         f"wrote {args.out}/train.npz: {data.n_trajectories} demos ({steps} steps) from {attempts} attempts, "
@@ -99,7 +104,24 @@ def make_fetch(args: argparse.Namespace) -> None:
 
     env = make_fetch_env(args.task, args.max_episode_steps)
     expert = FETCH_EXPERTS[args.task](np.random.default_rng(args.seed), noise=args.noise)
-    save_scripted(args, *collect_successes(env, expert, args.demos, args.seed, args.max_episode_steps))
+    save_scripted(args, *collect_successes(env, expert, args.demos, args.seed, args.max_episode_steps, expert.reset))
+
+
+def make_pusht(args: argparse.Namespace) -> None:
+    from dsrl.base_policies.normalization import Normalizer
+    from dsrl.data.pusht_expert import PushTExpert
+    from dsrl.data.trajectories import collect_successes
+    from dsrl.envs.pusht import PUSHT_ID, make_pusht_env, pixel_bounds, pusht_state
+
+    env = make_pusht_env(PUSHT_ID, args.max_episode_steps, args.obs_type, args.success_threshold)
+    expert = PushTExpert(np.random.default_rng(args.seed), noise=args.noise)
+    data, attempts = collect_successes(
+        env, lambda obs: expert(pusht_state(env)), args.demos, args.seed, args.max_episode_steps, expert.reset
+    )
+    normalizer = Normalizer.fit(data.states, data.actions)
+    if args.obs_type == "pixels_agent_pos":
+        normalizer = pixel_bounds(normalizer)
+    save_scripted(args, data, attempts, normalizer)
 
 
 def make_steering(args: argparse.Namespace) -> None:
@@ -150,6 +172,15 @@ def main() -> None:
     fetch_parser.add_argument("--max-episode-steps", type=int, default=50)
     fetch_parser.add_argument("--seed", type=int, default=0)
     fetch_parser.set_defaults(func=make_fetch)
+    pusht_parser = sub.add_parser("pusht", help="scripted PushT expert -> DPPO npz")
+    pusht_parser.add_argument("--obs-type", default="state", choices=["state", "pixels_agent_pos"])
+    pusht_parser.add_argument("--out", required=True, help="output directory")
+    pusht_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
+    pusht_parser.add_argument("--noise", type=float, default=4.0, help="std of the target noise, pixels")
+    pusht_parser.add_argument("--success-threshold", type=float, default=0.95, help="goal coverage of a success")
+    pusht_parser.add_argument("--max-episode-steps", type=int, default=300)
+    pusht_parser.add_argument("--seed", type=int, default=0)
+    pusht_parser.set_defaults(func=make_pusht)
     steering_parser = sub.add_parser("steering", help="two-goal steering demonstrations")
     steering_parser.add_argument("--out", required=True, help="output directory")
     steering_parser.add_argument("--episodes", type=int, default=300)

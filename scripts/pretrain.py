@@ -27,7 +27,7 @@ from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
 from dsrl.config import compose_task_config, user_path
 from dsrl.data.trajectories import chunk_pairs, load_dppo
-from dsrl.envs.factory import make_vec_env
+from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, evaluate
 from dsrl.pretrain import behaviour_clone
 
@@ -53,6 +53,9 @@ def pretrain(cfg: DictConfig) -> None:
     previous = glob.glob(os.path.join(out_dir, "state*.pt"))
     if previous and not cfg.overwrite:
         raise FileExistsError(f"output_dir {out_dir!r} already holds checkpoints; set overwrite=true to replace them")
+    env_cfg = OmegaConf.to_container(task.env, resolve=True)
+    if cfg.eval.n_episodes:
+        check_observations(env_cfg, base_cfg)
     dataset_dir = user_path(cfg.dataset)
     train_path, normalizer = check_dataset(dataset_dir, base_cfg)
     obs, chunks = chunk_pairs(load_dppo(train_path), base_cfg["horizon_steps"], base_cfg["cond_steps"])
@@ -64,7 +67,6 @@ def pretrain(cfg: DictConfig) -> None:
     for path in previous:  # overwrite=true: no checkpoint of an earlier run stays beside the new ones
         os.remove(path)
     shutil.copyfile(os.path.join(dataset_dir, "normalization.npz"), os.path.join(out_dir, "normalization.npz"))
-    env_cfg = OmegaConf.to_container(task.env, resolve=True)
     snapshots = []
     bar = tqdm(total=cfg.train.steps, desc="behaviour cloning")
 

@@ -95,7 +95,7 @@ def test_noise_box_samples_clipped_gaussian():
 
 
 def test_noise_expansion_tiles_low_dimensional_noise():
-    expand = NoiseExpansion(chunk=4, action_dim=7, noise_action_dim=5)
+    expand = NoiseExpansion(noise_steps=4, action_dim=7, noise_action_dim=5)
     noise = torch.arange(10.0).view(2, 5)
     full = expand(noise)
     assert expand.noise_dim == 5 and full.shape == (2, 4, 7)
@@ -110,8 +110,8 @@ def test_noise_expansion_tiles_low_dimensional_noise():
 
 
 def test_noise_expansion_projection_keeps_unit_marginals_and_bounds():
-    expand = NoiseExpansion(chunk=4, action_dim=7, noise_action_dim=3, kind="projection", magnitude=1.5)
-    again = NoiseExpansion(chunk=4, action_dim=7, noise_action_dim=3, kind="projection", magnitude=1.5)
+    expand = NoiseExpansion(noise_steps=4, action_dim=7, noise_action_dim=3, kind="projection", magnitude=1.5)
+    again = NoiseExpansion(noise_steps=4, action_dim=7, noise_action_dim=3, kind="projection", magnitude=1.5)
     assert torch.equal(expand.projection, again.projection), "the projection is fixed, so a saved agent reloads it"
     full = expand(torch.randn(20000, 3, generator=torch.Generator().manual_seed(0))).reshape(-1, 28)
     assert full.abs().max() <= 1.5
@@ -122,7 +122,7 @@ def test_noise_expansion_projection_keeps_unit_marginals_and_bounds():
 
 
 def test_noise_expansion_rejects_bad_settings():
-    with pytest.raises(ValueError, match=r"noise_action_dim=29 is larger than the base policy's noise \(chunk 4 x "):
+    with pytest.raises(ValueError, match=r"noise_action_dim=29 is larger than the base policy.s noise \(noise_steps 4"):
         NoiseExpansion(4, 7, noise_action_dim=29)
     with pytest.raises(ValueError, match="noise_expansion='pca'"):
         NoiseExpansion(4, 7, noise_action_dim=3, kind="pca")

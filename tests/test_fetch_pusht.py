@@ -7,9 +7,11 @@ import pytest
 
 from dsrl.config import compose_task_config, repo_path
 from dsrl.data.fetch_experts import FETCH_EXPERTS
+from dsrl.data.pusht_expert import PushTExpert
 from dsrl.data.trajectories import collect_successes
-from dsrl.envs.factory import check_env_config
+from dsrl.envs.factory import check_env_config, check_observations
 from dsrl.envs.fetch import make_fetch_env
+from dsrl.envs.pusht import PIXELS, PUSHT_ID, make_pusht_env, pusht_state
 from dsrl.training import run
 
 PICK_AND_PLACE = repo_path("cfg/fetch/dsrl_pick_and_place.yaml")
@@ -34,7 +36,7 @@ def test_fetch_observation_is_flat_in_the_documented_order():
 def test_scripted_pick_and_place_expert_succeeds():
     env = make_fetch_env("FetchPickAndPlace-v4", 50)
     expert = FETCH_EXPERTS["FetchPickAndPlace-v4"](np.random.default_rng(0), noise=0.1)
-    data, attempts = collect_successes(env, expert, 10, seed=0, max_steps=50)
+    data, attempts = collect_successes(env, expert, 10, seed=0, max_steps=50, reset=expert.reset)
     assert attempts <= 11, f"{attempts} attempts for 10 successes"
     assert data.n_trajectories == 10 and data.states.shape[1] == 31 and data.actions.shape[1] == 4
     assert np.abs(data.actions).max() <= 1.0 and (data.traj_lengths < 50).all(), "episodes end at success"
@@ -64,3 +66,35 @@ def test_short_dsrl_run_on_fetch_pick_and_place(tmp_path):
     assert set(result) >= {"success_rate", "return_mean"} and 0.0 <= result["success_rate"] <= 1.0
     assert -50.0 <= result["return_mean"] <= 0.0, "sparse reward: -1 per step, at most 50 steps"
     assert glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
+
+
+def test_scripted_pusht_expert_covers_the_goal():
+    env = make_pusht_env(PUSHT_ID, 300, success_threshold=0.9)
+    expert = PushTExpert(np.random.default_rng(0))
+    data, attempts = collect_successes(
+        env, lambda obs: expert(pusht_state(env)), 3, seed=0, max_steps=300, reset=expert.reset
+    )
+    assert attempts <= 8, f"{attempts} attempts for 3 episodes reaching 90% goal coverage"
+    assert data.states.shape[1] == 5 and data.actions.shape[1] == 2
+    assert (data.actions >= 0).all() and (data.actions <= 512).all(), "targets stay in the arena"
+
+
+def test_pusht_pixels_are_channels_first_then_agent_position():
+    env = make_pusht_env(PUSHT_ID, 300, obs_type="pixels_agent_pos")
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == (PIXELS + 2,) and 0 <= obs[:PIXELS].min() and obs[:PIXELS].max() <= 255
+    image = env.unwrapped._render()  # (96, 96, 3) uint8, what gym-pusht observes
+    np.testing.assert_array_equal(obs[:PIXELS].reshape(3, 96, 96), np.moveaxis(image, -1, 0))
+    np.testing.assert_allclose(obs[PIXELS:], pusht_state(env)[:2])
+
+
+def test_policy_and_env_observations_must_match_before_training():
+    image_policy = dict(obs_dim=PIXELS + 2, image_shape=[3, 96, 96])
+    state_env = dict(suite="pusht", name=PUSHT_ID, kwargs={"obs_type": "state"}, max_episode_steps=300)
+    with pytest.raises(ValueError, match=r"an image policy \(base_policy.image_shape=\[3, 96, 96\]\) given state obs"):
+        check_observations(state_env, image_policy)
+    pixel_env = dict(state_env, kwargs={"obs_type": "pixels_agent_pos"})
+    with pytest.raises(ValueError, match=r"observes 27650 numbers per step, but base_policy.obs_dim=5 \(a state pol"):
+        check_observations(pixel_env, dict(obs_dim=5))
+    check_observations(pixel_env, image_policy)
+    check_observations(state_env, dict(obs_dim=5))

@@ -55,7 +55,7 @@ class SACDiffusionNoise(SAC):
         of a fresh batch on every distillation step
     :param noise_action_dim: the actor's and Q_W's noise dimension k (low-dimensional
         steering, expanded to the base policy's noise by :class:`NoiseExpansion`); <= 0: the full
-        chunk * action_dim noise
+        noise_steps * action_dim noise
     :param noise_expansion: ``tile`` or ``projection`` (see :class:`NoiseExpansion`)
     :param kwargs: SB3 ``SAC`` arguments (``gradient_steps`` is the update-to-data ratio)
     """
@@ -114,7 +114,7 @@ class SACDiffusionNoise(SAC):
                 f"cond_dim {self.base_policy.cond_dim}"
             )
         self.expansion = NoiseExpansion(
-            self.base_policy.chunk,
+            self.base_policy.noise_steps,
             self.base_policy.action_dim,
             self.noise_action_dim,
             self.noise_expansion,

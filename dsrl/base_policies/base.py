@@ -4,7 +4,9 @@ Shapes and units, used everywhere in the package:
 
 - ``obs``: (B, cond_dim) with ``cond_dim = cond_steps * obs_dim``, the
   observation history (oldest first) normalised to [-1, 1].
-- ``noise``: (B, chunk, action_dim), the initial noise the sampler starts from.
+- ``noise``: (B, noise_steps, action_dim), the initial noise the sampler
+  starts from; ``noise_steps`` is the chunk except for samplers that denoise a
+  longer horizon than they return (LeRobot's).
 - returned action chunk: (B, chunk, action_dim), normalised actions in [-1, 1].
 
 The sampler is deterministic: the same (obs, noise) always gives the same
@@ -62,6 +64,12 @@ class NoisePolicy(nn.Module, abc.ABC):
         return self.network.action_dim
 
     @property
+    def noise_steps(self) -> int:
+        """Steps of the initial noise (B, noise_steps, action_dim): the chunk, unless the sampler denoises
+        a longer horizon and returns only ``chunk`` steps of it (LeRobot's ``horizon`` vs ``n_action_steps``)."""
+        return self.chunk
+
+    @property
     def cond_dim(self) -> int:
         return self.obs_dim * self.cond_steps
 
@@ -84,7 +92,7 @@ class NoisePolicy(nn.Module, abc.ABC):
         """Raise a ValueError naming both shapes when (obs, noise) do not fit this policy."""
         if obs.ndim != 2 or obs.shape[1] != self.cond_dim:
             raise ValueError(f"obs has shape {tuple(obs.shape)}, expected (B, {self.cond_dim})")
-        expected = (obs.shape[0], self.chunk, self.action_dim)
+        expected = (obs.shape[0], self.noise_steps, self.action_dim)
         if tuple(noise.shape) != expected:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {expected}")
 
@@ -127,6 +135,10 @@ class PolicyEmbeddingView(NoisePolicy):
     def __init__(self, policy: NoisePolicy):
         super().__init__(policy.network, policy.feature_dim, 1, policy.final_action_clip_value)
         self.policy = policy
+
+    @property
+    def noise_steps(self) -> int:
+        return self.policy.noise_steps
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return obs

@@ -78,7 +78,15 @@ def build_base_policy(cfg: Mapping[str, Any]) -> NoisePolicy:
 
 
 def load_base_policy(cfg: Mapping[str, Any], device: torch.device | str = "cpu") -> NoisePolicy:
-    """The configured policy with its checkpoint's weights, frozen, on ``device``."""
+    """The configured policy with its checkpoint's weights, frozen, on ``device``.
+
+    ``type: lerobot`` loads a LeRobot ``DiffusionPolicy`` through
+    :mod:`dsrl.base_policies.lerobot_adapter` (its own environment, see there).
+    """
+    if cfg.get("type") == "lerobot":
+        from dsrl.base_policies.lerobot_adapter import load_configured_lerobot_policy
+
+        return load_configured_lerobot_policy(cfg, device)
     path = cfg.get("checkpoint")
     if not path:
         raise ValueError("base_policy.checkpoint is not set: give the path of a DPPO-format checkpoint")

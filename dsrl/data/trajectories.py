@@ -100,10 +100,16 @@ def record_episode(
 
 
 def collect_successes(
-    env: gym.Env, expert: Callable[[np.ndarray], np.ndarray], n_demos: int, seed: int, max_steps: int
+    env: gym.Env,
+    act: Callable[[np.ndarray], np.ndarray],
+    n_demos: int,
+    seed: int,
+    max_steps: int,
+    reset: Callable[[], None],
 ) -> tuple[Trajectories, int]:
-    """Episodes of a scripted ``expert`` (its ``reset()`` called before each) until ``n_demos`` succeed.
+    """Episodes of a scripted expert (``act``: observation -> action) until ``n_demos`` succeed.
 
+    :param reset: called before each episode (the expert's new style)
     :return: the successful episodes (simulator units) and the number of attempts
     """
     from tqdm import tqdm
@@ -111,8 +117,8 @@ def collect_successes(
     episodes, attempts = [], 0
     with tqdm(total=n_demos, desc="demos") as bar:
         while len(episodes) < n_demos:
-            expert.reset()
-            steps, info, _ = record_episode(env, expert, seed * 1_000_003 + attempts, max_steps)
+            reset()
+            steps, info, _ = record_episode(env, act, seed * 1_000_003 + attempts, max_steps)
             attempts += 1
             if info.get("is_success"):
                 episodes.append(steps)

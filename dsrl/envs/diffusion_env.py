@@ -46,7 +46,7 @@ class DiffusionPolicyEnvWrapper(VecEnvWrapper):
                 f"cond_dim {base_policy.cond_dim}"
             )
         expansion = NoiseExpansion(
-            base_policy.chunk, base_policy.action_dim, noise_action_dim, noise_expansion, action_magnitude
+            base_policy.noise_steps, base_policy.action_dim, noise_action_dim, noise_expansion, action_magnitude
         )
         super().__init__(venv, action_space=NoiseBox(action_magnitude, expansion.noise_dim))
         self.base_policy = base_policy

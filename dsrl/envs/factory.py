@@ -9,6 +9,7 @@ constructor), ``max_episode_steps`` (simulator steps), ``reward_offset``
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, Callable, Mapping
 
@@ -65,6 +66,31 @@ def check_env_config(env_cfg: Mapping[str, Any]) -> None:
     for key in ("max_episode_steps", "n_envs", "n_eval_envs"):
         if not isinstance(env_cfg.get(key), int) or env_cfg[key] < 1:
             raise ValueError(f"env.{key}={env_cfg.get(key)!r} must be a positive integer")
+
+
+def check_observations(env_cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> None:
+    """Raise a ValueError, before training, when the env's observations do not fit the base policy's.
+
+    Builds one simulator and compares its observation size with
+    ``base_policy.obs_dim``, naming an image policy given state observations
+    (or a state policy given images) as such.
+    """
+    make_sim = SUITES[env_cfg["suite"]][0]
+    sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **dict(env_cfg.get("kwargs") or {}))
+    env_dim = int(math.prod(sim.observation_space.shape))
+    sim.close()
+    policy_dim, image_shape = int(base_cfg["obs_dim"]), base_cfg.get("image_shape")
+    env_name = f"env.name={env_cfg['name']!r} with env.kwargs={dict(env_cfg.get('kwargs') or {})}"
+    if image_shape and env_dim < math.prod(image_shape):
+        raise ValueError(
+            f"an image policy (base_policy.image_shape={list(image_shape)}) given state observations: {env_name} "
+            f"observes {env_dim} numbers per step, fewer than one image"
+        )
+    if env_dim != policy_dim:
+        kind = "an image policy" if image_shape else "a state policy (no base_policy.image_shape)"
+        raise ValueError(
+            f"{env_name} observes {env_dim} numbers per step, but base_policy.obs_dim={policy_dim} ({kind})"
+        )
 
 
 def make_env(

@@ -1,0 +1,183 @@
+"""A scripted pushing expert for gym-pusht's PushT, acting on the 5-number state.
+
+The state is (agent x, agent y, block x, block y, block angle) in pixels and
+radians; actions are the agent's target position in [0, 512]^2. The T block is
+a 120x30 bar with a 30x90 stem below it in its own frame; the goal pose is
+(256, 256, pi/4).
+
+The expert repeats one push primitive: among points on the T's outline it
+picks the one whose inward push best reduces the pose error (translation
+towards the goal plus torque towards the goal angle), goes around the block
+to stand just outside that point, and pushes through it for a few steps. Each
+episode draws a style (push depth and length, standoff, speed, how much
+rotation matters) and every target gets Gaussian noise, so the demonstrations
+vary and are imperfect. Pixel observations are rendered by the env from the
+same states, so the same expert makes the pixel dataset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GOAL = np.array([256.0, 256.0, np.pi / 4])
+CENTRE_OF_MASS = np.array([0.0, 45.0])  # block frame: the mean of the bar's (0, 15) and the stem's (0, 75) centres
+AGENT_RADIUS = 15.0
+CLEARANCE_RADIUS = 110.0  # circle around the centre of mass the agent travels on to reach the far side
+
+
+def _outline() -> tuple[np.ndarray, np.ndarray]:
+    """Contact points (N, 2) on the T's outline and their outward normals (N, 2), block frame."""
+    edges = [  # (start, end, outward normal), counter-clockwise in the block frame
+        ((-60, 0), (60, 0), (0, -1)),
+        ((60, 0), (60, 30), (1, 0)),
+        ((60, 30), (15, 30), (0, 1)),
+        ((15, 30), (15, 120), (1, 0)),
+        ((15, 120), (-15, 120), (0, 1)),
+        ((-15, 120), (-15, 30), (-1, 0)),
+        ((-15, 30), (-60, 30), (0, 1)),
+        ((-60, 30), (-60, 0), (-1, 0)),
+    ]
+    points, normals = [], []
+    for start, end, normal in edges:
+        start, end = np.asarray(start, float), np.asarray(end, float)
+        n_points = max(1, int(np.linalg.norm(end - start) // 15))
+        for t in (np.arange(n_points) + 0.5) / n_points:
+            points.append(start + t * (end - start))
+            normals.append(normal)
+    return np.array(points), np.array(normals, float)
+
+
+OUTLINE_POINTS, OUTLINE_NORMALS = _outline()
+
+
+def _rotation(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def wrap_angle(angle: float) -> float:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+class PushPrimitive:
+    """Go around the block to just outside one outline point, then push through it for a few steps.
+
+    :param contact: index into :data:`OUTLINE_POINTS`
+    :param style: ``depth`` (px pushed past the outline), ``push_steps``, ``standoff`` (px, agent centre to
+        outline while approaching) and ``speed`` (largest move per step, px)
+    :param scale: multiplies the push depth (small pushes near the goal)
+    """
+
+    def __init__(self, contact: int, style: dict[str, float], scale: float = 1.0):
+        self.contact, self.style, self.depth = contact, style, scale * style["depth"]
+        self.steps = self.pushed = 0
+
+    @property
+    def done(self) -> bool:
+        return self.pushed >= self.style["push_steps"] or self.steps >= 40
+
+    def __call__(self, state: np.ndarray) -> np.ndarray:
+        """The next target (2,), before noise and clipping to the arena."""
+        agent, position, rotation = state[:2], state[2:4], _rotation(float(state[4]))
+        point = position + rotation @ OUTLINE_POINTS[self.contact]
+        normal = rotation @ OUTLINE_NORMALS[self.contact]
+        approach = point + self.style["standoff"] * normal
+        self.steps += 1
+        if self.pushed == 0 and np.linalg.norm(agent - approach) > 8.0:
+            target = _around_block(agent, position + rotation @ CENTRE_OF_MASS, approach)
+        else:
+            self.pushed += 1
+            target = point - self.depth * normal
+        offset = target - agent
+        distance = np.linalg.norm(offset)
+        return target if distance <= self.style["speed"] else agent + offset * (self.style["speed"] / distance)
+
+
+def _around_block(agent: np.ndarray, com: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """The next waypoint from ``agent`` to ``goal`` that keeps clear of the block around ``com``."""
+    start, end = agent - com, goal - com
+    start_angle = np.arctan2(start[1], start[0])
+    gap = wrap_angle(np.arctan2(end[1], end[0]) - start_angle)
+    if abs(gap) < 0.5:
+        return goal
+    if np.linalg.norm(start) < CLEARANCE_RADIUS - 10:
+        return com + CLEARANCE_RADIUS * start / max(np.linalg.norm(start), 1e-6)
+    angle = start_angle + np.clip(gap, -0.5, 0.5)
+    return com + CLEARANCE_RADIUS * np.array([np.cos(angle), np.sin(angle)])
+
+
+def pose_error(state: np.ndarray) -> tuple[float, float]:
+    """Distance (px) of the block's centre of mass from the goal's and the angle (rad) still to turn."""
+    com = state[2:4] + _rotation(float(state[4])) @ CENTRE_OF_MASS
+    goal_com = GOAL[:2] + _rotation(GOAL[2]) @ CENTRE_OF_MASS
+    return float(np.linalg.norm(goal_com - com)), wrap_angle(GOAL[2] - float(state[4]))
+
+
+class PushTExpert:
+    """Push primitives chosen by trying the most promising ones in a copy of the simulator.
+
+    At each decision the ``candidates`` outline points whose inward push best
+    reduces the pose error (translation towards the goal plus torque towards
+    the goal angle) are each pushed, noise-free, in a private PushT env
+    started from the current state; the one that ends with the smallest
+    pose error is executed in the real env with noise.
+
+    :param rng: random generator for styles and target noise
+    :param noise: std of the Gaussian noise on every target, in pixels
+    :param candidates: push primitives tried per decision
+    """
+
+    def __init__(self, rng: np.random.Generator, noise: float = 4.0, candidates: int = 6):
+        from dsrl.envs.pusht import PUSHT_ID, make_pusht_env
+
+        self.rng, self.noise, self.candidates = rng, noise, candidates
+        self.simulator = make_pusht_env(PUSHT_ID, 10_000).unwrapped
+        self.simulator.reset(seed=0)
+        self.reset()
+
+    def reset(self) -> None:
+        rng = self.rng
+        self.primitive: PushPrimitive | None = None
+        self.style = dict(
+            depth=rng.uniform(10.0, 30.0),
+            push_steps=int(rng.integers(2, 6)),
+            standoff=AGENT_RADIUS + rng.uniform(6.0, 14.0),
+            speed=rng.uniform(25.0, 45.0),
+        )
+        self.rotation_weight = rng.uniform(60.0, 120.0)
+
+    def _promising_contacts(self, state: np.ndarray) -> np.ndarray:
+        position, angle = state[2:4], float(state[4])
+        rotation = _rotation(angle)
+        com = position + rotation @ CENTRE_OF_MASS
+        translation = GOAL[:2] + _rotation(GOAL[2]) @ CENTRE_OF_MASS - com
+        push = -(OUTLINE_NORMALS @ rotation.T)
+        lever = (OUTLINE_POINTS - CENTRE_OF_MASS) @ rotation.T
+        torque = (lever[:, 0] * push[:, 1] - lever[:, 1] * push[:, 0]) / np.linalg.norm(lever, axis=1)
+        score = push @ translation + self.rotation_weight * wrap_angle(GOAL[2] - angle) * torque
+        approach = position + (OUTLINE_POINTS + 30.0 * OUTLINE_NORMALS) @ rotation.T
+        score[((approach < 20) | (approach > 492)).any(axis=1)] = -np.inf  # unreachable beside a wall
+        return np.argsort(-score)[: self.candidates]
+
+    def _push_scale(self, state: np.ndarray) -> float:
+        distance, turn = pose_error(state)
+        return float(np.clip((distance + self.rotation_weight * abs(turn)) / 40.0, 0.3, 1.0))
+
+    def _simulated_error(self, state: np.ndarray, contact: int) -> float:
+        sim = self.simulator
+        sim.reset(options={"reset_to_state": state})
+        primitive = PushPrimitive(contact, self.style, self._push_scale(state))
+        sim_state = state
+        while not primitive.done:
+            sim_state, *_ = sim.step(np.clip(primitive(sim_state), 0.0, 512.0))
+        distance, turn = pose_error(sim_state)
+        return distance + self.rotation_weight * abs(turn)
+
+    def __call__(self, state: np.ndarray) -> np.ndarray:
+        state = np.asarray(state, dtype=np.float64)
+        if self.primitive is None or self.primitive.done:
+            contacts = self._promising_contacts(state)
+            errors = [self._simulated_error(state, contact) for contact in contacts]
+            self.primitive = PushPrimitive(int(contacts[int(np.argmin(errors))]), self.style, self._push_scale(state))
+        target = self.primitive(state) + self.noise * self.rng.standard_normal(2)
+        return np.clip(target, 0.0, 512.0).astype(np.float32)
