@@ -36,6 +36,7 @@ fetch() {
     --json "checkpoints/fetch/$1/diffusion/evaluation.json"
 }
 if [[ "$task" == pick_and_place || "$task" == all ]]; then fetch pick_and_place FetchPickAndPlace-v4 1000; fi
+if [[ "$task" == push || "$task" == all ]]; then fetch push FetchPush-v4 1000; fi
 
 # gym NAME ENV_ID EXPERT_STEPS: SB3 SAC expert for EXPERT_STEPS steps; the snapshot nearest a third of its best
 # return collects 200k steps (D4RL "medium"); behaviour cloning; 100-episode evaluation.

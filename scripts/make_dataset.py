@@ -114,7 +114,7 @@ def make_pusht(args: argparse.Namespace) -> None:
     from dsrl.envs.pusht import PUSHT_ID, make_pusht_env, pixel_bounds, pusht_state
 
     env = make_pusht_env(PUSHT_ID, args.max_episode_steps, args.obs_type, args.success_threshold)
-    expert = PushTExpert(np.random.default_rng(args.seed), noise=args.noise)
+    expert = PushTExpert(np.random.default_rng(args.seed), noise=args.noise, vary_style=args.vary_style)
     data, attempts = collect_successes(
         env, lambda obs: expert(pusht_state(env)), args.demos, args.seed, args.max_episode_steps, expert.reset
     )
@@ -178,6 +178,9 @@ def main() -> None:
     pusht_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
     pusht_parser.add_argument("--noise", type=float, default=4.0, help="std of the target noise, pixels")
     pusht_parser.add_argument("--success-threshold", type=float, default=0.95, help="goal coverage of a success")
+    pusht_parser.add_argument(
+        "--vary-style", action=argparse.BooleanOptionalAction, default=True, help="a new expert style per episode"
+    )
     pusht_parser.add_argument("--max-episode-steps", type=int, default=300)
     pusht_parser.add_argument("--seed", type=int, default=0)
     pusht_parser.set_defaults(func=make_pusht)

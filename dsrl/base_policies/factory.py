@@ -45,6 +45,7 @@ SAMPLER_KEYS = {
 POLICY_CLASSES = {"diffusion": DiffusionPolicy, "flow": FlowPolicy}
 FILE_KEYS = {"checkpoint", "normalization"}
 IMAGE_KEYS = {"image_shape", "image_encoder"}
+LEROBOT_KEYS = {"scheduler"}
 SHAPE_KEYS = {"obs_dim", "action_dim", "horizon_steps", "cond_steps"}
 
 
@@ -53,7 +54,8 @@ def build_base_policy(cfg: Mapping[str, Any]) -> NoisePolicy:
     kind = cfg.get("type")
     if kind not in POLICY_CLASSES:
         raise ValueError(f"base_policy.type={kind!r} is not one of {sorted(POLICY_CLASSES)}")
-    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | IMAGE_KEYS | set().union(*SAMPLER_KEYS.values())
+    known = {"type"} | FILE_KEYS | SHAPE_KEYS | NETWORK_KEYS | IMAGE_KEYS | LEROBOT_KEYS
+    known |= set().union(*SAMPLER_KEYS.values())
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ValueError(f"base_policy has unknown key(s) {unknown}; known: {sorted(known)}")

@@ -125,26 +125,30 @@ class PushTExpert:
     :param rng: random generator for styles and target noise
     :param noise: std of the Gaussian noise on every target, in pixels
     :param candidates: push primitives tried per decision
+    :param vary_style: draw a style per episode; otherwise always the middle of each range (demonstrations
+        that a small policy clones more faithfully)
     """
 
-    def __init__(self, rng: np.random.Generator, noise: float = 4.0, candidates: int = 6):
+    def __init__(self, rng: np.random.Generator, noise: float = 4.0, candidates: int = 6, vary_style: bool = True):
         from dsrl.envs.pusht import PUSHT_ID, make_pusht_env
 
-        self.rng, self.noise, self.candidates = rng, noise, candidates
+        self.rng, self.noise, self.candidates, self.vary_style = rng, noise, candidates, vary_style
         self.simulator = make_pusht_env(PUSHT_ID, 10_000).unwrapped
         self.simulator.reset(seed=0)
         self.reset()
 
     def reset(self) -> None:
-        rng = self.rng
         self.primitive: PushPrimitive | None = None
         self.style = dict(
-            depth=rng.uniform(10.0, 30.0),
-            push_steps=int(rng.integers(2, 6)),
-            standoff=AGENT_RADIUS + rng.uniform(6.0, 14.0),
-            speed=rng.uniform(25.0, 45.0),
+            depth=self._draw(10.0, 30.0),
+            push_steps=int(round(self._draw(2, 5))),
+            standoff=AGENT_RADIUS + self._draw(6.0, 14.0),
+            speed=self._draw(25.0, 45.0),
         )
-        self.rotation_weight = rng.uniform(60.0, 120.0)
+        self.rotation_weight = self._draw(60.0, 120.0)
+
+    def _draw(self, low: float, high: float) -> float:
+        return self.rng.uniform(low, high) if self.vary_style else (low + high) / 2
 
     def _promising_contacts(self, state: np.ndarray) -> np.ndarray:
         position, angle = state[2:4], float(state[4])
