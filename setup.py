@@ -33,8 +33,7 @@ setup(
         "gymnasium-robotics==1.4.2",  # Fetch tasks
         "gym-pusht==0.1.8",  # PushT (state and pixels)
     ],
-    extras_require={
-        "test": ["pytest>=7"],
-        "lerobot": ["lerobot==0.4.4"],  # its own environment (torch<2.11): scripts/lerobot/make_env.sh
-    },
+    # LeRobot has no extra here: with this package's Robomimic pins pip cannot resolve it (numpy<2 and mujoco 3.3.7
+    # against LeRobot's torch<2.11 and its numpy 2 dependencies); scripts/lerobot/make_env.sh builds its environment.
+    extras_require={"test": ["pytest>=7"]},
 )

@@ -4,6 +4,7 @@ import glob
 
 import numpy as np
 import pytest
+from stable_baselines3.common.save_util import load_from_zip_file
 
 from dsrl.config import compose_task_config, repo_path
 from dsrl.data.fetch_experts import FETCH_EXPERTS
@@ -98,3 +99,30 @@ def test_policy_and_env_observations_must_match_before_training():
         check_observations(pixel_env, dict(obs_dim=5))
     check_observations(pixel_env, image_policy)
     check_observations(state_env, dict(obs_dim=5))
+
+
+def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path):
+    cfg = compose_task_config(
+        repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"),
+        [
+            f"run_dir={tmp_path}",
+            "wandb.mode=disabled",
+            "env.vec_env=dummy",
+            "env.n_envs=2",
+            "env.n_eval_envs=2",
+            "train.total_env_steps=480",
+            "train.init_rollout_steps=10",
+            "train.layer_size=64",
+            "train.utd=1",
+            "train.batch_size=32",
+            "train.noise_critic_grad_steps=1",
+            "eval.interval_env_steps=0",
+            "eval.n_episodes=2",
+            "video.every_evals=0",
+        ],
+    )
+    result = run(cfg)
+    assert 0.0 <= result["success_rate"] <= 1.0
+    assert 0.0 <= result["return_mean"] <= 300.0, "reward: clipped goal coverage per step, 300 steps"
+    data, _, _ = load_from_zip_file(glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))[0])
+    assert data["observation_space"].shape == (64 + 2,), "the agent observes image features + agent position"
