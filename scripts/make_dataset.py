@@ -145,6 +145,17 @@ def convert(args: argparse.Namespace) -> None:
     )
 
 
+def scripted_parser(sub, name: str, func, noise: float, noise_help: str) -> argparse.ArgumentParser:
+    """A subcommand for a scripted expert, with the arguments they all take (--out, --demos, --noise, --seed)."""
+    parser = sub.add_parser(name, help=f"scripted {name} expert -> demonstrations")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
+    parser.add_argument("--noise", type=float, default=noise, help=noise_help)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="suite", required=True)
@@ -157,33 +168,18 @@ def main() -> None:
     gym_parser.add_argument("--medium-fraction", type=float, default=1 / 3, help="target return / best return")
     gym_parser.add_argument("--steps", type=int, default=200_000, help="dataset size in steps")
     gym_parser.set_defaults(func=make_gym)
-    robo_parser = sub.add_parser("robomimic", help="scripted expert -> Robomimic hdf5 -> DPPO npz")
+    robo_parser = scripted_parser(sub, "robomimic", make_robomimic, 0.1, "std of the Gaussian action noise")
     robo_parser.add_argument("--task", required=True, choices=["lift", "can"])
-    robo_parser.add_argument("--out", required=True, help="output directory")
-    robo_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
-    robo_parser.add_argument("--noise", type=float, default=0.1, help="std of the Gaussian action noise")
-    robo_parser.add_argument("--seed", type=int, default=0)
-    robo_parser.set_defaults(func=make_robomimic)
-    fetch_parser = sub.add_parser("fetch", help="scripted Fetch expert -> DPPO npz")
+    fetch_parser = scripted_parser(sub, "fetch", make_fetch, 0.1, "std of the Gaussian action noise")
     fetch_parser.add_argument("--task", required=True, choices=["FetchPickAndPlace-v4", "FetchPush-v4"])
-    fetch_parser.add_argument("--out", required=True, help="output directory")
-    fetch_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
-    fetch_parser.add_argument("--noise", type=float, default=0.1, help="std of the Gaussian action noise")
     fetch_parser.add_argument("--max-episode-steps", type=int, default=50)
-    fetch_parser.add_argument("--seed", type=int, default=0)
-    fetch_parser.set_defaults(func=make_fetch)
-    pusht_parser = sub.add_parser("pusht", help="scripted PushT expert -> DPPO npz")
+    pusht_parser = scripted_parser(sub, "pusht", make_pusht, 4.0, "std of the target noise, pixels")
     pusht_parser.add_argument("--obs-type", default="state", choices=["state", "pixels_agent_pos"])
-    pusht_parser.add_argument("--out", required=True, help="output directory")
-    pusht_parser.add_argument("--demos", type=int, default=100, help="successful demonstrations to keep")
-    pusht_parser.add_argument("--noise", type=float, default=4.0, help="std of the target noise, pixels")
     pusht_parser.add_argument("--success-threshold", type=float, default=0.95, help="goal coverage of a success")
     pusht_parser.add_argument(
         "--vary-style", action=argparse.BooleanOptionalAction, default=True, help="a new expert style per episode"
     )
     pusht_parser.add_argument("--max-episode-steps", type=int, default=300)
-    pusht_parser.add_argument("--seed", type=int, default=0)
-    pusht_parser.set_defaults(func=make_pusht)
     steering_parser = sub.add_parser("steering", help="two-goal steering demonstrations")
     steering_parser.add_argument("--out", required=True, help="output directory")
     steering_parser.add_argument("--episodes", type=int, default=300)

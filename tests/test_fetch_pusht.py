@@ -43,26 +43,31 @@ def test_scripted_pick_and_place_expert_succeeds():
     assert np.abs(data.actions).max() <= 1.0 and (data.traj_lengths < 50).all(), "episodes end at success"
 
 
-def test_short_dsrl_run_on_fetch_pick_and_place(tmp_path):
-    cfg = compose_task_config(
-        PICK_AND_PLACE,
+def short_run_config(config_file: str, tmp_path, total_env_steps: int, init_rollout_steps: int):
+    """The shipped config, run briefly on small networks in the test process."""
+    return compose_task_config(
+        config_file,
         [
             f"run_dir={tmp_path}",
             "wandb.mode=disabled",
             "env.vec_env=dummy",
             "env.n_envs=2",
             "env.n_eval_envs=2",
-            "train.total_env_steps=600",
-            "train.init_rollout_steps=40",
+            f"train.total_env_steps={total_env_steps}",
+            f"train.init_rollout_steps={init_rollout_steps}",
             "train.layer_size=64",
             "train.utd=1",
-            "train.batch_size=64",
-            "train.noise_critic_grad_steps=2",
+            "train.batch_size=32",
+            "train.noise_critic_grad_steps=1",
             "eval.interval_env_steps=0",
-            "eval.n_episodes=4",
+            "eval.n_episodes=2",
             "video.every_evals=0",
         ],
     )
+
+
+def test_short_dsrl_run_on_fetch_pick_and_place(tmp_path):
+    cfg = short_run_config(PICK_AND_PLACE, tmp_path, 600, 40)
     result = run(cfg)
     assert set(result) >= {"success_rate", "return_mean"} and 0.0 <= result["success_rate"] <= 1.0
     assert -50.0 <= result["return_mean"] <= 0.0, "sparse reward: -1 per step, at most 50 steps"
@@ -102,25 +107,7 @@ def test_policy_and_env_observations_must_match_before_training():
 
 
 def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path):
-    cfg = compose_task_config(
-        repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"),
-        [
-            f"run_dir={tmp_path}",
-            "wandb.mode=disabled",
-            "env.vec_env=dummy",
-            "env.n_envs=2",
-            "env.n_eval_envs=2",
-            "train.total_env_steps=480",
-            "train.init_rollout_steps=10",
-            "train.layer_size=64",
-            "train.utd=1",
-            "train.batch_size=32",
-            "train.noise_critic_grad_steps=1",
-            "eval.interval_env_steps=0",
-            "eval.n_episodes=2",
-            "video.every_evals=0",
-        ],
-    )
+    cfg = short_run_config(repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"), tmp_path, 480, 10)
     result = run(cfg)
     assert 0.0 <= result["success_rate"] <= 1.0
     assert 0.0 <= result["return_mean"] <= 300.0, "reward: clipped goal coverage per step, 300 steps"

@@ -3,21 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_POLICY
 
 from dsrl.base_policies import build_base_policy, load_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
 from dsrl.base_policies.image_encoder import ImageEncoder, SpatialSoftmax
 
 IMAGE_POLICY = dict(
-    type="diffusion",
+    SMALL_POLICY,
     obs_dim=3 * 16 * 16 + 2,
-    action_dim=2,
-    horizon_steps=4,
     cond_steps=2,
-    mlp_dims=[32, 32, 32],
-    residual_style=True,
-    denoising_steps=10,
-    ddim_steps=5,
     image_shape=[3, 16, 16],
     image_encoder=dict(channels=[4, 8], feature_dim=6, crop_size=12, groups=2),
 )
