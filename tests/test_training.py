@@ -35,9 +35,10 @@ def steering_config(tmp_path, *overrides):
         ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
         ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
         ("base_policy.normalization={hopper_normalization}", "normalization has obs_min of 11 dims, but .*obs_dim=2"),
+        ("base_policy.obs_dim=3", r"observes 2 numbers per step, but base_policy.obs_dim=3 \(a state policy"),
         (
-            "base_policy.obs_dim=3",
-            r"key 'network.mlp_mean.layers.0.weight' has shape \(128, 26\), config expects \(128, 27\)",
+            "base_policy.mlp_dims=[64,64,64]",
+            r"key 'network.mlp_mean.layers.0.weight' has shape \(128, 26\), config expects \(64, 26\)",
         ),
     ],
 )
