@@ -26,6 +26,15 @@ robomimic() {
 }
 if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
 if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
+# The flow policy of can, from the same demonstrations (run after `can`).
+if [[ "$task" == can_flow || "$task" == all ]]; then
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=robomimic_can.yaml dataset=data/robomimic/can \
+    policy_type=flow train.steps=10000 train.save_every=2000 eval.n_episodes=20 eval.n_envs=4 overwrite=true
+  python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --episodes 100 --n-envs 4 --seed 0 \
+    --json checkpoints/robomimic/can/flow/evaluation.json base_policy.type=flow \
+    base_policy.checkpoint=checkpoints/robomimic/can/flow/state.pt \
+    base_policy.normalization=checkpoints/robomimic/can/flow/normalization.npz
+fi
 
 # fetch NAME TASK BC_STEPS: scripted demos (only successes) -> behaviour cloning -> 100-episode evaluation.
 fetch() {
