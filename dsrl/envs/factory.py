@@ -68,6 +68,12 @@ def check_env_config(env_cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"env.{key}={env_cfg.get(key)!r} must be a positive integer")
 
 
+def make_simulator(env_cfg: Mapping[str, Any], render: bool = False) -> gym.Env:
+    """The suite's simulator with ``env.kwargs`` (rendering offscreen with ``render``), unwrapped by us."""
+    kwargs = dict(env_cfg.get("kwargs") or {}, **({"render_mode": "rgb_array"} if render else {}))
+    return SUITES[env_cfg["suite"]][0](env_cfg["name"], env_cfg["max_episode_steps"], **kwargs)
+
+
 def check_observations(env_cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) -> None:
     """Raise a ValueError, before training, when the env's observations do not fit the base policy's.
 
@@ -75,8 +81,7 @@ def check_observations(env_cfg: Mapping[str, Any], base_cfg: Mapping[str, Any]) 
     ``base_policy.obs_dim``, naming an image policy given state observations
     (or a state policy given images) as such.
     """
-    make_sim = SUITES[env_cfg["suite"]][0]
-    sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **dict(env_cfg.get("kwargs") or {}))
+    sim = make_simulator(env_cfg)
     env_dim = int(math.prod(sim.observation_space.shape))
     sim.close()
     policy_dim, image_shape = int(base_cfg["obs_dim"]), base_cfg.get("image_shape")
@@ -100,9 +105,7 @@ def make_env(
 
     With ``render`` the simulator renders offscreen and every step's info holds its ``frames``.
     """
-    make_sim = SUITES[env_cfg["suite"]][0]
-    kwargs = dict(env_cfg.get("kwargs") or {}, **({"render_mode": "rgb_array"} if render else {}))
-    sim = make_sim(env_cfg["name"], env_cfg["max_episode_steps"], **kwargs)
+    sim = make_simulator(env_cfg, render)
     offset = float(env_cfg.get("reward_offset", 0.0))
     if offset:
         sim = gym.wrappers.TransformReward(sim, lambda reward: reward - offset)
