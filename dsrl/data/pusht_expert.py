@@ -5,10 +5,10 @@ radians; actions are the agent's target position in [0, 512]^2. The T block is
 a 120x30 bar with a 30x90 stem below it in its own frame; the goal pose is
 (256, 256, pi/4).
 
-The expert repeats one push primitive: among points on the T's outline it
-picks the one whose inward push best reduces the pose error (translation
-towards the goal plus torque towards the goal angle), goes around the block
-to stand just outside that point, and pushes through it for a few steps. Each
+The expert repeats one push primitive: it goes around the block to stand
+just outside a point of the T's outline and pushes through it for a few
+steps. The point is chosen by trying the most promising ones (see
+:class:`PushTExpert`) in a private copy of the simulator. Each
 episode draws a style (push depth and length, standoff, speed, how much
 rotation matters) and every target gets Gaussian noise, so the demonstrations
 vary and are imperfect. Pixel observations are rendered by the env from the
@@ -106,11 +106,13 @@ def _around_block(agent: np.ndarray, com: np.ndarray, goal: np.ndarray) -> np.nd
     return com + CLEARANCE_RADIUS * np.array([np.cos(angle), np.sin(angle)])
 
 
+GOAL_COM = GOAL[:2] + _rotation(GOAL[2]) @ CENTRE_OF_MASS  # where the block's centre of mass ends up
+
+
 def pose_error(state: np.ndarray) -> tuple[float, float]:
     """Distance (px) of the block's centre of mass from the goal's and the angle (rad) still to turn."""
     com = state[2:4] + _rotation(float(state[4])) @ CENTRE_OF_MASS
-    goal_com = GOAL[:2] + _rotation(GOAL[2]) @ CENTRE_OF_MASS
-    return float(np.linalg.norm(goal_com - com)), wrap_angle(GOAL[2] - float(state[4]))
+    return float(np.linalg.norm(GOAL_COM - com)), wrap_angle(GOAL[2] - float(state[4]))
 
 
 class PushTExpert:
@@ -154,7 +156,7 @@ class PushTExpert:
         position, angle = state[2:4], float(state[4])
         rotation = _rotation(angle)
         com = position + rotation @ CENTRE_OF_MASS
-        translation = GOAL[:2] + _rotation(GOAL[2]) @ CENTRE_OF_MASS - com
+        translation = GOAL_COM - com
         push = -(OUTLINE_NORMALS @ rotation.T)
         lever = (OUTLINE_POINTS - CENTRE_OF_MASS) @ rotation.T
         torque = (lever[:, 0] * push[:, 1] - lever[:, 1] * push[:, 0]) / np.linalg.norm(lever, axis=1)
@@ -163,25 +165,26 @@ class PushTExpert:
         score[((approach < 20) | (approach > 492)).any(axis=1)] = -np.inf  # unreachable beside a wall
         return np.argsort(-score)[: self.candidates]
 
-    def _push_scale(self, state: np.ndarray) -> float:
+    def _weighted_error(self, state: np.ndarray) -> float:
+        """Pose error in pixels, the angle weighted by this episode's ``rotation_weight``."""
         distance, turn = pose_error(state)
-        return float(np.clip((distance + self.rotation_weight * abs(turn)) / 40.0, 0.3, 1.0))
+        return distance + self.rotation_weight * abs(turn)
 
-    def _simulated_error(self, state: np.ndarray, contact: int) -> float:
+    def _simulated_error(self, state: np.ndarray, contact: int, scale: float) -> float:
         sim = self.simulator
         sim.reset(options={"reset_to_state": state})
-        primitive = PushPrimitive(contact, self.style, self._push_scale(state))
+        primitive = PushPrimitive(contact, self.style, scale)
         sim_state = state
         while not primitive.done:
             sim_state, *_ = sim.step(np.clip(primitive(sim_state), 0.0, 512.0))
-        distance, turn = pose_error(sim_state)
-        return distance + self.rotation_weight * abs(turn)
+        return self._weighted_error(sim_state)
 
     def __call__(self, state: np.ndarray) -> np.ndarray:
         state = np.asarray(state, dtype=np.float64)
         if self.primitive is None or self.primitive.done:
+            scale = float(np.clip(self._weighted_error(state) / 40.0, 0.3, 1.0))  # small pushes near the goal
             contacts = self._promising_contacts(state)
-            errors = [self._simulated_error(state, contact) for contact in contacts]
-            self.primitive = PushPrimitive(int(contacts[int(np.argmin(errors))]), self.style, self._push_scale(state))
+            errors = [self._simulated_error(state, contact, scale) for contact in contacts]
+            self.primitive = PushPrimitive(int(contacts[int(np.argmin(errors))]), self.style, scale)
         target = self.primitive(state) + self.noise * self.rng.standard_normal(2)
         return np.clip(target, 0.0, 512.0).astype(np.float32)
