@@ -34,6 +34,12 @@ def user_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def shown_path(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (for files written into the repo), else as is."""
+    absolute = Path(user_path(path))
+    return str(absolute.relative_to(REPO_ROOT)) if absolute.is_relative_to(REPO_ROOT) else path
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Raise a ValueError naming the field and value of the first invalid setting."""
     if cfg.algorithm not in ALGORITHMS:

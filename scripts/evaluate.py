@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from dsrl.base_policies import Normalizer, load_base_policy
 from dsrl.checkpointing import CONFIG
-from dsrl.config import compose_task_config, user_path
+from dsrl.config import compose_task_config, shown_path, user_path
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
 from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
@@ -73,7 +73,7 @@ def main() -> None:
     summary = {
         "mode": mode,
         "config": args.config,
-        "checkpoint": args.agent or base_cfg["checkpoint"],
+        "checkpoint": shown_path(args.agent or base_cfg["checkpoint"]),
         "episodes": n,
         "seed": args.seed,
         "return_mean": result["return_mean"],

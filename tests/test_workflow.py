@@ -171,6 +171,7 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
     with open(tmp_path / "base.json") as f:
         base = json.load(f)
     assert base["mode"] == "base_policy" and base["episodes"] == 40 and 0.0 < base["success_rate"] < 1.0
+    assert base["checkpoint"] == "checkpoints/steering/diffusion/state.pt", "shipped files named from the repo"
     half_width = 1.96 * (base["success_rate"] * (1 - base["success_rate"]) / 40) ** 0.5
     assert base["success_rate_ci95"] == pytest.approx(half_width)
     assert f"base_policy: success rate {base['success_rate']:.3f} ± {half_width:.3f}" in out
@@ -191,4 +192,4 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
     evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"))
     with open(tmp_path / "agent.json") as f:
         agent = json.load(f)
-    assert agent["mode"] == "agent" and 0.0 <= agent["success_rate"] <= 1.0
+    assert agent["mode"] == "agent" and 0.0 <= agent["success_rate"] <= 1.0 and agent["checkpoint"] == model
