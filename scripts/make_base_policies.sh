@@ -47,10 +47,11 @@ fetch() {
 if [[ "$task" == pick_and_place || "$task" == all ]]; then fetch pick_and_place FetchPickAndPlace-v4 1000; fi
 if [[ "$task" == push || "$task" == all ]]; then fetch push FetchPush-v4 1000; fi
 
-# pusht NAME OBS_TYPE CONFIG: scripted demos (one fixed expert style, successes at 90% goal coverage) -> behaviour
-# cloning (steps and batch in cfg/pretrain/pusht_NAME.yaml) -> 100-episode evaluation.
+# pusht NAME OBS_TYPE CONFIG: scripted demos (one fixed expert style acting with 10 px noise, its noise-free targets
+# recorded; successes at 90% goal coverage) -> behaviour cloning (steps and batch in cfg/pretrain/pusht_NAME.yaml)
+# -> 100-episode evaluation.
 pusht() {
-  python scripts/make_dataset.py pusht --obs-type "$2" --out "data/pusht/$1" --noise 2 --no-vary-style \
+  python scripts/make_dataset.py pusht --obs-type "$2" --out "data/pusht/$1" --noise 10 --no-vary-style \
     --success-threshold 0.9
   python scripts/pretrain.py --config-path=cfg/pretrain --config-name="pusht_$1.yaml" dataset="data/pusht/$1" \
     overwrite=true

@@ -12,7 +12,8 @@ Fetch (scripted experts on the flat observation; only successful episodes are ke
 
     python scripts/make_dataset.py fetch --task FetchPickAndPlace-v4 --out data/fetch/pick_and_place
 
-PushT (the scripted pushing expert; state or 96x96 pixels + agent position; the same seeds give the same demos):
+PushT (the scripted pushing expert acting with noise, its noise-free targets recorded; state or 96x96 pixels + agent
+position; the same seeds give the same demos):
 
     python scripts/make_dataset.py pusht --obs-type state --out data/pusht/state
     python scripts/make_dataset.py pusht --obs-type pixels_agent_pos --out data/pusht/pixels
@@ -116,7 +117,13 @@ def make_pusht(args: argparse.Namespace) -> None:
     env = make_pusht_env(PUSHT_ID, args.max_episode_steps, args.obs_type, args.success_threshold)
     expert = PushTExpert(np.random.default_rng(args.seed), noise=args.noise, vary_style=args.vary_style)
     data, attempts = collect_successes(
-        env, lambda obs: expert(pusht_state(env)), args.demos, args.seed, args.max_episode_steps, expert.reset
+        env,
+        lambda obs: expert(pusht_state(env)),
+        args.demos,
+        args.seed,
+        args.max_episode_steps,
+        expert.reset,
+        label=lambda: expert.clean_target,
     )
     normalizer = Normalizer.fit(data.states, data.actions)
     if args.obs_type == "pixels_agent_pos":

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from dsrl.config import REPO_ROOT
 from dsrl.data.offline import chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
-from dsrl.data.trajectories import Trajectories, chunk_pairs, load_dppo
+from dsrl.data.trajectories import Trajectories, chunk_pairs, load_dppo, record_episode
 
 KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
 SIZES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 14}
@@ -66,6 +67,21 @@ def test_chunk_pairs_pad_actions_and_history():
     np.testing.assert_array_equal(obs[4], np.concatenate([data.states[3], data.states[4]]))
     np.testing.assert_array_equal(chunks[2], data.actions[[2, 2, 2]])
     np.testing.assert_array_equal(chunks[3], data.actions[[3, 4, 4]])
+
+
+def test_record_episode_keeps_the_labelled_action_and_executes_the_noisy_one():
+    env = gym.make("Pendulum-v1", max_episode_steps=20)
+    noisy = iter(np.linspace(-2.0, 2.0, 20))
+    executed = []
+
+    def act(obs):
+        executed.append(np.array([next(noisy)], np.float32))
+        return executed[-1]
+
+    steps, _, done = record_episode(env, act, seed=0, max_steps=20, label=lambda: np.zeros(1, np.float32))
+    assert done and steps["actions"].shape == (20, 1) and not steps["actions"].any(), "the labels are recorded"
+    replay, _, _ = record_episode(env, lambda obs: executed.pop(0), seed=0, max_steps=20)
+    np.testing.assert_allclose(replay["states"], steps["states"], err_msg="the noisy actions were executed")
 
 
 def test_offline_transitions_sum_rewards_inside_the_trajectory(tmp_path):

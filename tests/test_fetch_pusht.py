@@ -85,6 +85,18 @@ def test_scripted_pusht_expert_covers_the_goal():
     assert (data.actions >= 0).all() and (data.actions <= 512).all(), "targets stay in the arena"
 
 
+def test_scripted_pusht_expert_acts_on_the_current_state_alone():
+    """The expert remembers nothing between steps, so a policy seeing one observation can clone it."""
+    env = make_pusht_env(PUSHT_ID, 300)
+    env.reset(seed=3)
+    walked = PushTExpert(np.random.default_rng(0), noise=0.0, vary_style=False)
+    for _ in range(30):
+        env.step(walked(pusht_state(env)))
+    fresh = PushTExpert(np.random.default_rng(1), noise=0.0, vary_style=False)
+    state = pusht_state(env)
+    np.testing.assert_array_equal(walked(state), fresh(state))
+
+
 def test_pusht_pixels_are_channels_first_then_agent_position():
     env = make_pusht_env(PUSHT_ID, 300, obs_type="pixels_agent_pos")
     obs, _ = env.reset(seed=1)

@@ -5,14 +5,15 @@ radians; actions are the agent's target position in [0, 512]^2. The T block is
 a 120x30 bar with a 30x90 stem below it in its own frame; the goal pose is
 (256, 256, pi/4).
 
-The expert repeats one push primitive: it goes around the block to stand
-just outside a point of the T's outline and pushes through it for a few
-steps. The point is chosen by trying the most promising ones (see
-:class:`PushTExpert`) in a private copy of the simulator. Each
-episode draws a style (push depth and length, standoff, speed, how much
-rotation matters) and every target gets Gaussian noise, so the demonstrations
-vary and are imperfect. Pixel observations are rendered by the env from the
-same states, so the same expert makes the pixel dataset.
+The expert is a function of the current state alone (plus its per-episode
+style and the noise), so that a policy conditioned on one observation can
+clone it: every step it picks the outline point whose push best reduces the
+pose error (see :class:`PushTExpert`), then either pushes through that point
+if the agent stands behind it or goes around the block to stand there. Each
+episode may draw a style (push depth, standoff, speed, how much rotation
+matters) and every target gets Gaussian noise, so the demonstrations vary and
+are imperfect. Pixel observations are rendered by the env from the same
+states, so the same expert makes the pixel dataset.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ GOAL = np.array([256.0, 256.0, np.pi / 4])
 CENTRE_OF_MASS = np.array([0.0, 45.0])  # block frame: the mean of the bar's (0, 15) and the stem's (0, 75) centres
 AGENT_RADIUS = 15.0
 CLEARANCE_RADIUS = 110.0  # circle around the centre of mass the agent travels on to reach the far side
+CORRIDOR_HALF_WIDTH = 8.0  # px sideways from a contact's normal within which the agent pushes
 
 
 def _outline() -> tuple[np.ndarray, np.ndarray]:
@@ -59,38 +61,25 @@ def wrap_angle(angle: float) -> float:
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
-class PushPrimitive:
-    """Go around the block to just outside one outline point, then push through it for a few steps.
+def push_target(state: np.ndarray, contact: int, style: dict[str, float], depth: float) -> np.ndarray:
+    """The next target (2,) for pushing through outline point ``contact``, before noise and clipping.
 
-    :param contact: index into :data:`OUTLINE_POINTS`
-    :param style: ``depth`` (px pushed past the outline), ``push_steps``, ``standoff`` (px, agent centre to
-        outline while approaching) and ``speed`` (largest move per step, px)
-    :param scale: multiplies the push depth (small pushes near the goal)
+    If the agent stands in the contact's corridor (behind the point, along its outward normal, at most
+    ``standoff`` + 8 px out) it pushes ``depth`` px past the outline; otherwise it goes around the block to
+    the approach point ``standoff`` px out. Moves are at most ``style["speed"]`` px.
     """
-
-    def __init__(self, contact: int, style: dict[str, float], scale: float = 1.0):
-        self.contact, self.style, self.depth = contact, style, scale * style["depth"]
-        self.steps = self.pushed = 0
-
-    @property
-    def done(self) -> bool:
-        return self.pushed >= self.style["push_steps"] or self.steps >= 40
-
-    def __call__(self, state: np.ndarray) -> np.ndarray:
-        """The next target (2,), before noise and clipping to the arena."""
-        agent, position, rotation = state[:2], state[2:4], _rotation(float(state[4]))
-        point = position + rotation @ OUTLINE_POINTS[self.contact]
-        normal = rotation @ OUTLINE_NORMALS[self.contact]
-        approach = point + self.style["standoff"] * normal
-        self.steps += 1
-        if self.pushed == 0 and np.linalg.norm(agent - approach) > 8.0:
-            target = _around_block(agent, position + rotation @ CENTRE_OF_MASS, approach)
-        else:
-            self.pushed += 1
-            target = point - self.depth * normal
-        offset = target - agent
-        distance = np.linalg.norm(offset)
-        return target if distance <= self.style["speed"] else agent + offset * (self.style["speed"] / distance)
+    agent, position, rotation = state[:2], state[2:4], _rotation(float(state[4]))
+    point = position + rotation @ OUTLINE_POINTS[contact]
+    normal = rotation @ OUTLINE_NORMALS[contact]
+    out, side = agent - point, np.array([-normal[1], normal[0]])
+    if 0.0 <= out @ normal <= style["standoff"] + 8.0 and abs(out @ side) <= CORRIDOR_HALF_WIDTH:
+        target = point - depth * normal
+    else:
+        approach = point + style["standoff"] * normal
+        target = _around_block(agent, position + rotation @ CENTRE_OF_MASS, approach)
+    offset = target - agent
+    distance = np.linalg.norm(offset)
+    return target if distance <= style["speed"] else agent + offset * (style["speed"] / distance)
 
 
 def _around_block(agent: np.ndarray, com: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -116,34 +105,45 @@ def pose_error(state: np.ndarray) -> tuple[float, float]:
 
 
 class PushTExpert:
-    """Push primitives chosen by trying the most promising ones in a copy of the simulator.
+    """Pushes chosen afresh at every step by trying the most promising ones in a copy of the simulator.
 
-    At each decision the ``candidates`` outline points whose inward push best
-    reduces the pose error (translation towards the goal plus torque towards
-    the goal angle) are each pushed, noise-free, in a private PushT env
-    started from the current state; the one that ends with the smallest
-    pose error is executed in the real env with noise.
+    The ``candidates`` outline points whose inward push best reduces the pose
+    error (translation towards the goal plus torque towards the goal angle)
+    are each pushed for ``lookahead`` steps, noise-free, in a private PushT
+    env started from the current block pose with the agent at the point's
+    approach position; the one that ends with the smallest pose error is the
+    contact of this step. Near the goal the pushes get shallower. Each call
+    returns the target with noise, to be executed, and keeps the noise-free
+    one in ``clean_target``, to be recorded: demonstrations then show how
+    the expert recovers from the states the noise leads to (DART).
 
     :param rng: random generator for styles and target noise
     :param noise: std of the Gaussian noise on every target, in pixels
-    :param candidates: push primitives tried per decision
+    :param candidates: outline points tried per step
+    :param lookahead: simulated push steps per candidate
     :param vary_style: draw a style per episode; otherwise always the middle of each range (demonstrations
         that a small policy clones more faithfully)
     """
 
-    def __init__(self, rng: np.random.Generator, noise: float = 4.0, candidates: int = 6, vary_style: bool = True):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        noise: float = 4.0,
+        candidates: int = 6,
+        lookahead: int = 5,
+        vary_style: bool = True,
+    ):
         from dsrl.envs.pusht import PUSHT_ID, make_pusht_env
 
-        self.rng, self.noise, self.candidates, self.vary_style = rng, noise, candidates, vary_style
+        self.rng, self.noise, self.candidates, self.lookahead = rng, noise, candidates, lookahead
+        self.vary_style = vary_style
         self.simulator = make_pusht_env(PUSHT_ID, 10_000).unwrapped
         self.simulator.reset(seed=0)
         self.reset()
 
     def reset(self) -> None:
-        self.primitive: PushPrimitive | None = None
         self.style = dict(
             depth=self._draw(10.0, 30.0),
-            push_steps=int(round(self._draw(2, 5))),
             standoff=AGENT_RADIUS + self._draw(6.0, 14.0),
             speed=self._draw(25.0, 45.0),
         )
@@ -170,21 +170,23 @@ class PushTExpert:
         distance, turn = pose_error(state)
         return distance + self.rotation_weight * abs(turn)
 
-    def _simulated_error(self, state: np.ndarray, contact: int, scale: float) -> float:
-        sim = self.simulator
-        sim.reset(options={"reset_to_state": state})
-        primitive = PushPrimitive(contact, self.style, scale)
-        sim_state = state
-        while not primitive.done:
-            sim_state, *_ = sim.step(np.clip(primitive(sim_state), 0.0, 512.0))
+    def _simulated_error(self, state: np.ndarray, contact: int, depth: float) -> float:
+        rotation = _rotation(float(state[4]))
+        approach = state[2:4] + rotation @ (OUTLINE_POINTS[contact] + self.style["standoff"] * OUTLINE_NORMALS[contact])
+        sim_state = np.concatenate([approach, state[2:5]])
+        self.simulator.reset(options={"reset_to_state": sim_state})
+        for _ in range(self.lookahead):
+            target = push_target(sim_state, contact, self.style, depth)
+            sim_state, *_ = self.simulator.step(np.clip(target, 0.0, 512.0))
         return self._weighted_error(sim_state)
 
     def __call__(self, state: np.ndarray) -> np.ndarray:
         state = np.asarray(state, dtype=np.float64)
-        if self.primitive is None or self.primitive.done:
-            scale = float(np.clip(self._weighted_error(state) / 40.0, 0.3, 1.0))  # small pushes near the goal
-            contacts = self._promising_contacts(state)
-            errors = [self._simulated_error(state, contact, scale) for contact in contacts]
-            self.primitive = PushPrimitive(int(contacts[int(np.argmin(errors))]), self.style, scale)
-        target = self.primitive(state) + self.noise * self.rng.standard_normal(2)
+        depth = self.style["depth"] * float(np.clip(self._weighted_error(state) / 40.0, 0.3, 1.0))
+        contacts = self._promising_contacts(state)
+        errors = [self._simulated_error(state, contact, depth) for contact in contacts]
+        self.clean_target = np.clip(
+            push_target(state, int(contacts[int(np.argmin(errors))]), self.style, depth), 0.0, 512.0
+        ).astype(np.float32)
+        target = self.clean_target + self.noise * self.rng.standard_normal(2)
         return np.clip(target, 0.0, 512.0).astype(np.float32)

@@ -79,9 +79,17 @@ def load_dppo(path: str) -> Trajectories:
 
 
 def record_episode(
-    env: gym.Env, act: Callable[[np.ndarray], np.ndarray], seed: int, max_steps: int
+    env: gym.Env,
+    act: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+    max_steps: int,
+    label: Callable[[], np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     """Run ``act`` (observation -> action) from ``env.reset(seed=seed)`` for at most ``max_steps`` steps.
+
+    :param label: the action to record for the step ``act`` just chose, when it differs from the executed
+        one (an expert acting with noise but recording its noise-free action, as in DART); default: the
+        executed action
 
     :return: the episode (``states``, ``actions``, ``rewards``, ``terminals``,
         one row per step), the last step's info, and whether the episode ended
@@ -92,8 +100,9 @@ def record_episode(
     done = False
     while not done and len(steps["actions"]) < max_steps:
         action = act(obs)
+        recorded = action if label is None else label()
         next_obs, reward, terminated, truncated, info = env.step(action)
-        for key, value in zip(steps, (obs, action, reward, terminated)):
+        for key, value in zip(steps, (obs, recorded, reward, terminated)):
             steps[key].append(value)
         obs, done = next_obs, terminated or truncated
     return {k: np.asarray(v) for k, v in steps.items()}, info, done
@@ -106,10 +115,12 @@ def collect_successes(
     seed: int,
     max_steps: int,
     reset: Callable[[], None],
+    label: Callable[[], np.ndarray] | None = None,
 ) -> tuple[Trajectories, int]:
     """Episodes of a scripted expert (``act``: observation -> action) until ``n_demos`` succeed.
 
     :param reset: called before each episode (the expert's new style)
+    :param label: the action recorded per step, as in :func:`record_episode`
     :return: the successful episodes (simulator units) and the number of attempts
     """
     from tqdm import tqdm
@@ -118,7 +129,7 @@ def collect_successes(
     with tqdm(total=n_demos, desc="demos") as bar:
         while len(episodes) < n_demos:
             reset()
-            steps, info, _ = record_episode(env, act, seed * 1_000_003 + attempts, max_steps)
+            steps, info, _ = record_episode(env, act, seed * 1_000_003 + attempts, max_steps, label)
             attempts += 1
             if info.get("is_success"):
                 episodes.append(steps)
