@@ -61,25 +61,32 @@ def wrap_angle(angle: float) -> float:
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
+def contact_in_world(state: np.ndarray, contact: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outline point ``contact`` (2,) and its outward normal (2,) where the block in ``state`` stands."""
+    rotation = _rotation(float(state[4]))
+    return state[2:4] + rotation @ OUTLINE_POINTS[contact], rotation @ OUTLINE_NORMALS[contact]
+
+
 def push_target(state: np.ndarray, contact: int, style: dict[str, float], depth: float) -> np.ndarray:
-    """The next target (2,) for pushing through outline point ``contact``, before noise and clipping.
+    """The next target (2,) for pushing through outline point ``contact``, inside the arena, before noise.
 
     If the agent stands in the contact's corridor (behind the point, along its outward normal, at most
     ``standoff`` + 8 px out) it pushes ``depth`` px past the outline; otherwise it goes around the block to
     the approach point ``standoff`` px out. Moves are at most ``style["speed"]`` px.
     """
-    agent, position, rotation = state[:2], state[2:4], _rotation(float(state[4]))
-    point = position + rotation @ OUTLINE_POINTS[contact]
-    normal = rotation @ OUTLINE_NORMALS[contact]
+    agent = state[:2]
+    point, normal = contact_in_world(state, contact)
     out, side = agent - point, np.array([-normal[1], normal[0]])
     if 0.0 <= out @ normal <= style["standoff"] + 8.0 and abs(out @ side) <= CORRIDOR_HALF_WIDTH:
         target = point - depth * normal
     else:
         approach = point + style["standoff"] * normal
-        target = _around_block(agent, position + rotation @ CENTRE_OF_MASS, approach)
+        target = _around_block(agent, state[2:4] + _rotation(float(state[4])) @ CENTRE_OF_MASS, approach)
     offset = target - agent
     distance = np.linalg.norm(offset)
-    return target if distance <= style["speed"] else agent + offset * (style["speed"] / distance)
+    if distance > style["speed"]:
+        target = agent + offset * (style["speed"] / distance)
+    return np.clip(target, 0.0, 512.0)
 
 
 def _around_block(agent: np.ndarray, com: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -171,13 +178,11 @@ class PushTExpert:
         return distance + self.rotation_weight * abs(turn)
 
     def _simulated_error(self, state: np.ndarray, contact: int, depth: float) -> float:
-        rotation = _rotation(float(state[4]))
-        approach = state[2:4] + rotation @ (OUTLINE_POINTS[contact] + self.style["standoff"] * OUTLINE_NORMALS[contact])
-        sim_state = np.concatenate([approach, state[2:5]])
+        point, normal = contact_in_world(state, contact)
+        sim_state = np.concatenate([point + self.style["standoff"] * normal, state[2:5]])
         self.simulator.reset(options={"reset_to_state": sim_state})
         for _ in range(self.lookahead):
-            target = push_target(sim_state, contact, self.style, depth)
-            sim_state, *_ = self.simulator.step(np.clip(target, 0.0, 512.0))
+            sim_state, *_ = self.simulator.step(push_target(sim_state, contact, self.style, depth))
         return self._weighted_error(sim_state)
 
     def __call__(self, state: np.ndarray) -> np.ndarray:
@@ -185,8 +190,8 @@ class PushTExpert:
         depth = self.style["depth"] * float(np.clip(self._weighted_error(state) / 40.0, 0.3, 1.0))
         contacts = self._promising_contacts(state)
         errors = [self._simulated_error(state, contact, depth) for contact in contacts]
-        self.clean_target = np.clip(
-            push_target(state, int(contacts[int(np.argmin(errors))]), self.style, depth), 0.0, 512.0
-        ).astype(np.float32)
+        self.clean_target = push_target(state, int(contacts[int(np.argmin(errors))]), self.style, depth).astype(
+            np.float32
+        )
         target = self.clean_target + self.noise * self.rng.standard_normal(2)
         return np.clip(target, 0.0, 512.0).astype(np.float32)
