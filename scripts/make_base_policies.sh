@@ -26,15 +26,18 @@ robomimic() {
 }
 if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
 if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
-# The flow policy of can, from the same demonstrations (run after `can`).
-if [[ "$task" == can_flow || "$task" == all ]]; then
-  python scripts/pretrain.py --config-path=cfg/pretrain --config-name=robomimic_can.yaml dataset=data/robomimic/can \
-    policy_type=flow train.steps=10000 train.save_every=2000 eval.n_episodes=20 eval.n_envs=4 overwrite=true
-  python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --episodes 100 --n-envs 4 --seed 0 \
-    --json checkpoints/robomimic/can/flow/evaluation.json base_policy.type=flow \
-    base_policy.checkpoint=checkpoints/robomimic/can/flow/state.pt \
-    base_policy.normalization=checkpoints/robomimic/can/flow/normalization.npz
-fi
+if [[ "$task" == square || "$task" == all ]]; then robomimic square 10000 2000 20; fi
+# flow SUITE TASK BC_STEPS SAVE_EVERY EVAL_EPISODES: a flow policy from the demonstrations its diffusion policy was
+# cloned from (run after that task) -> 100-episode evaluation.
+flow() {
+  python scripts/pretrain.py --config-path=cfg/pretrain --config-name="$1_$2.yaml" dataset="data/$1/$2" \
+    policy_type=flow train.steps="$3" train.save_every="$4" eval.n_episodes="$5" eval.n_envs=4 overwrite=true
+  python scripts/evaluate.py --config "cfg/$1/dsrl_$2.yaml" --episodes 100 --n-envs 4 --seed 0 \
+    --json "checkpoints/$1/$2/flow/evaluation.json" base_policy.type=flow \
+    base_policy.checkpoint="checkpoints/$1/$2/flow/state.pt" \
+    base_policy.normalization="checkpoints/$1/$2/flow/normalization.npz"
+}
+if [[ "$task" == can_flow || "$task" == all ]]; then flow robomimic can 10000 2000 20; fi
 
 # fetch NAME TASK BC_STEPS: scripted demos (only successes) -> behaviour cloning -> 100-episode evaluation.
 fetch() {
@@ -71,6 +74,7 @@ gym() {
   python scripts/evaluate.py --config "cfg/gym/dsrl_$1.yaml" --episodes 100 --n-envs 4 --seed 0 \
     --json "checkpoints/gym/$1/diffusion/evaluation.json"
 }
-if [[ "$task" == hopper || "$task" == all ]]; then gym hopper Hopper-v5 100000; fi
+if [[ "$task" == hopper || "$task" == all ]]; then gym hopper Hopper-v5 200000; fi
+if [[ "$task" == hopper_flow || "$task" == all ]]; then flow gym hopper 5000 2500 10; fi
 if [[ "$task" == walker2d || "$task" == all ]]; then gym walker2d Walker2d-v5 200000; fi
 if [[ "$task" == halfcheetah || "$task" == all ]]; then gym halfcheetah HalfCheetah-v5 150000; fi

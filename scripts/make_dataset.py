@@ -4,7 +4,7 @@ Gym (SB3 SAC expert, then a D4RL-"medium"-like dataset from a partially trained 
 
     python scripts/make_dataset.py gym --env Hopper-v5 --out data/gym/hopper
 
-Robomimic (scripted experts, written as a Robomimic hdf5 and converted):
+Robomimic lift, can and square (scripted experts, written as a Robomimic hdf5 and converted):
 
     python scripts/make_dataset.py robomimic --task lift --out data/robomimic/lift
 
@@ -176,7 +176,7 @@ def main() -> None:
     gym_parser.add_argument("--steps", type=int, default=200_000, help="dataset size in steps")
     gym_parser.set_defaults(func=make_gym)
     robo_parser = scripted_parser(sub, "robomimic", make_robomimic, 0.1, "std of the Gaussian action noise")
-    robo_parser.add_argument("--task", required=True, choices=["lift", "can"])
+    robo_parser.add_argument("--task", required=True, choices=["lift", "can", "square"])
     fetch_parser = scripted_parser(sub, "fetch", make_fetch, 0.1, "std of the Gaussian action noise")
     fetch_parser.add_argument("--task", required=True, choices=["FetchPickAndPlace-v4", "FetchPush-v4"])
     fetch_parser.add_argument("--max-episode-steps", type=int, default=50)

@@ -1,6 +1,8 @@
 """Shared fixtures: small base policies and configs built in seconds."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,13 +10,19 @@ import torch
 
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
-from dsrl.config import repo_path
+from dsrl.config import REPO_ROOT, repo_path
 
 GOLDEN_DIR = os.path.join(os.path.dirname(__file__), "golden", "dppo")
 STEERING_CONFIG = repo_path("cfg/steering/dsrl_steering.yaml")
 HOPPER_CONFIG = repo_path("cfg/gym/dsrl_hopper.yaml")
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python *args`` from the repository root, capturing text output."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT)
+
 
 SMALL_POLICY = dict(
     type="diffusion",

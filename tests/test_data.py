@@ -1,16 +1,14 @@
 """Datasets: DPPO npz and Robomimic hdf5 round trips, conversion, chunking, offline transitions."""
 
 import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
 import yaml
+from conftest import run_script
 
-from dsrl.config import REPO_ROOT
 from dsrl.data.offline import chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
 from dsrl.data.trajectories import Trajectories, chunk_pairs, load_dppo, record_episode
@@ -145,21 +143,7 @@ def test_convert_a_robomimic_format_file_like_the_released_ones(tmp_path):
                 demo[f"obs/{key}"] = rng.normal(size=(length, SIZES.get(key, 7)))
         data.attrs["total"] = 10
     out = tmp_path / "npz"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts/make_dataset.py"),
-            "convert",
-            "--hdf5",
-            str(path),
-            "--task",
-            "can",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = run_script("scripts/make_dataset.py", "convert", "--hdf5", str(path), "--task", "can", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "2 demos, 10 steps, obs_dim 23, action_dim 7" in result.stdout
     loaded = load_dppo(str(out / "train.npz"))
@@ -180,10 +164,6 @@ def test_gym_medium_snapshot_and_collection(tmp_path):
     assert int(data.traj_lengths.sum()) == 300 and data.states.shape == (300, 11) and data.actions.shape == (300, 3)
     assert len(returns) == int(data.terminals.sum()) == len(data.traj_lengths) - (0 if data.terminals[-1] else 1)
     data.validate("collected")
-
-
-def run_script(*args):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
 def test_pretrain_script_lowers_the_loss_and_never_overwrites_silently(tmp_path):

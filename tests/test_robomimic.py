@@ -7,17 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_POLICY
+from conftest import SMALL_POLICY, run_script
+from scipy.spatial.transform import Rotation
 
-from dsrl.base_policies import Normalizer, build_base_policy
+from dsrl.base_policies import Normalizer, build_base_policy, load_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
 from dsrl.config import compose_task_config, repo_path
-from dsrl.data.robomimic_experts import CanExpert, LiftExpert, run_expert_episode
+from dsrl.data.robomimic_experts import CanExpert, LiftExpert, SquareExpert, run_expert_episode
 from dsrl.data.robomimic_hdf5 import read_env_meta, read_low_dim, write_demos
 from dsrl.envs.factory import check_env_config, make_env
 from dsrl.envs.robomimic import LOW_DIM_KEYS, env_meta_path, load_env_meta, make_robomimic_env
 from dsrl.training import run
 
+BASE_POLICY_FILES = (("checkpoint", "state.pt"), ("normalization", "normalization.npz"))
 IDENTITY = Normalizer(
     np.full(19, -1, np.float32), np.full(19, 1, np.float32), -np.ones(7, np.float32), np.ones(7, np.float32)
 )
@@ -66,6 +68,53 @@ def test_scripted_can_demo_succeeds_and_round_trips_through_hdf5(tmp_path):
     first_obs, _ = env.reset(seed=0)
     np.testing.assert_allclose(data.states[0], first_obs, rtol=1e-6)
     np.testing.assert_allclose(data.actions, demo["actions"], rtol=1e-6)
+
+
+def test_scripted_square_expert_puts_the_nut_on_the_peg_square_to_it_reproducibly():
+    env = make_robomimic_env("square", 400)
+    demo, success = run_expert_episode(SquareExpert(env, np.random.default_rng(0), noise=0.1), seed=2, max_steps=400)
+    assert success and len(demo["actions"]) < 200
+    robosuite_env = env.env.env
+    peg = robosuite_env.sim.data.body_xpos[robosuite_env.peg1_body_id]
+    nut = env.raw_obs["object"]
+    assert np.abs(nut[:2] - peg[:2]).max() < 0.01 and nut[2] < robosuite_env.table_offset[2] + 0.05
+    nut_yaw = Rotation.from_quat(nut[3:7]).as_euler("xyz")[2]
+    assert abs((nut_yaw + np.pi / 4) % (np.pi / 2) - np.pi / 4) < 0.1, "the nut's sides line up with the peg's"
+    again, _ = run_expert_episode(SquareExpert(env, np.random.default_rng(0), noise=0.1), seed=2, max_steps=400)
+    np.testing.assert_array_equal(again["actions"], demo["actions"], "the same seeds give the same demonstration")
+
+
+def test_transport_policy_is_made_from_a_users_robomimic_file(tmp_path):
+    """No expert makes transport demos: a user's file converts and trains into a policy its task config loads."""
+    env = make_robomimic_env("transport", 800)
+    env.reset(seed=0)
+    demo: dict = {"obs": [], "actions": [], "states": []}
+    for action in np.random.default_rng(0).uniform(-1, 1, (12, 14)):
+        demo["obs"].append(dict(env.raw_obs))
+        demo["states"].append(env.env.get_state()["states"])
+        demo["actions"].append(action)
+        env.step(action)
+    demo = {k: v if k == "obs" else np.asarray(v) for k, v in demo.items()}
+    demo.update(rewards=np.zeros(12), dones=np.zeros(12))
+    write_demos(str(tmp_path / "low_dim.hdf5"), load_env_meta(env_meta_path("transport")), [demo])
+    data, policy_dir = tmp_path / "transport", tmp_path / "policy"
+    made = run_script(
+        *["scripts/make_dataset.py", "convert", "--hdf5", str(tmp_path / "low_dim.hdf5")],
+        *["--task", "transport", "--out", str(data)],
+    )
+    assert made.returncode == 0 and "1 demos, 12 steps, obs_dim 59, action_dim 14" in made.stdout, made.stderr
+    pretrained = run_script(
+        *["scripts/pretrain.py", "--config-path=cfg/pretrain", "--config-name=robomimic_transport.yaml"],
+        *[f"dataset={data}", f"output_dir={policy_dir}", "eval.n_episodes=0"],
+        *["train.steps=2", "train.save_every=2", "train.batch_size=4"],
+    )
+    assert pretrained.returncode == 0, pretrained.stderr
+    checkpoint = [f"base_policy.{key}={policy_dir / name}" for key, name in BASE_POLICY_FILES]
+    cfg = compose_task_config(repo_path("cfg/robomimic/dsrl_transport.yaml"), checkpoint).base_policy
+    policy, normalizer = load_base_policy(cfg), Normalizer.load(cfg.normalization)
+    states = read_low_dim(str(tmp_path / "low_dim.hdf5"), LOW_DIM_KEYS["transport"]).states
+    actions = policy(torch.as_tensor(normalizer.normalize_obs(states[:1])), torch.zeros(1, 8, 14))
+    assert actions.shape == (1, 8, 14) and torch.isfinite(actions).all()
 
 
 def test_robomimic_config_errors_come_before_any_env(tmp_path):

@@ -51,15 +51,18 @@ class Style:
 
 @dataclass(frozen=True)
 class Waypoint:
-    """Move the end effector to ``position`` (m) with the gripper at ``gripper``.
+    """Move the end effector to ``position`` (m) with the gripper at ``gripper``, turned ``yaw`` (rad).
 
-    The expert moves on after ``hold`` steps within ``tolerance`` (m) of it.
+    ``yaw`` is a rotation about the world z axis from the end effector's
+    orientation at reset. The expert moves on after ``hold`` steps within
+    ``tolerance`` (m) of ``position``.
     """
 
     position: np.ndarray
     gripper: float
     tolerance: float = 0.02
     hold: int = 1
+    yaw: float = 0.0
 
 
 class ScriptedExpert:
@@ -79,15 +82,15 @@ class ScriptedExpert:
         """Waypoints for one episode from the object's and end effector's positions (m)."""
         raise NotImplementedError
 
-    def pick(self, obj: np.ndarray, eef: np.ndarray, style: Style) -> list[Waypoint]:
-        """Via-point, hover above the object, descend, close the gripper."""
+    def pick(self, obj: np.ndarray, eef: np.ndarray, style: Style, yaw: float = 0.0) -> list[Waypoint]:
+        """Via-point, hover above the object, descend, close the gripper; turned ``yaw`` from the start."""
         grasp = obj + style.grasp_offset
         above = grasp + [0.0, 0.0, style.hover]
         return [
-            Waypoint((eef + above) / 2 + style.via, OPEN, tolerance=0.04),
-            Waypoint(above, OPEN),
-            Waypoint(grasp, OPEN, tolerance=0.01),
-            Waypoint(grasp, CLOSED, tolerance=0.05, hold=8),
+            Waypoint((eef + above) / 2 + style.via, OPEN, tolerance=0.04, yaw=yaw),
+            Waypoint(above, OPEN, yaw=yaw),
+            Waypoint(grasp, OPEN, tolerance=0.01, yaw=yaw),
+            Waypoint(grasp, CLOSED, tolerance=0.05, hold=8, yaw=yaw),
         ]
 
     def reset(self) -> None:
@@ -108,7 +111,8 @@ class ScriptedExpert:
             if self.held >= waypoint.hold and self.index < len(self.waypoints) - 1:
                 self.index, self.held = self.index + 1, 0
         position = np.clip(POSITION_GAIN * error / POSITION_SCALE, -1.0, 1.0) * self.style.speed
-        rotation = (self.orientation * Rotation.from_quat(raw["robot0_eef_quat"]).inv()).as_rotvec()
+        target = Rotation.from_rotvec([0.0, 0.0, waypoint.yaw]) * self.orientation
+        rotation = (target * Rotation.from_quat(raw["robot0_eef_quat"]).inv()).as_rotvec()
         action = np.r_[position, np.clip(rotation / ROTATION_SCALE, -1.0, 1.0), waypoint.gripper]
         return np.clip(action + self.noise * self.rng.standard_normal(7), -1.0, 1.0)
 
@@ -141,7 +145,47 @@ class CanExpert(ScriptedExpert):
         ]
 
 
-EXPERTS = {"lift": LiftExpert, "can": CanExpert}
+class SquareExpert(ScriptedExpert):
+    """Grasp the square nut by its handle, carry it over the square peg square to it, and drop it down the peg.
+
+    The gripper turns to the nut's yaw to grasp the handle across its width
+    (the fingers close along world y at reset), then turns back by the nut's
+    yaw modulo 90 degrees while carrying, so that the nut's hole lines up
+    with the peg's sides (the peg's diagonal is 0.6 mm narrower than the hole).
+    """
+
+    HANDLE = 0.054  # m, handle centre from the nut's centre along the nut's x axis
+    GRASP_HEIGHT = 0.015  # m above the table: the handle is 2 cm thick, the grasp offset reaches 1 cm below
+
+    def plan(self, obj: np.ndarray, eef: np.ndarray, style: Style) -> list[Waypoint]:
+        robosuite_env = self.env.env.env
+        peg = robosuite_env.sim.data.body_xpos[robosuite_env.peg1_body_id]
+        nut_yaw = Rotation.from_quat(self.env.raw_obs["object"][3:7]).as_euler("xyz")[2]
+        grasp_yaw = (nut_yaw + np.pi / 2) % np.pi - np.pi / 2
+        # the handle ends up pointing left, right or towards the robot (away from it the arm sags out of reach),
+        # whichever needs the smallest turn of the wrist while carrying
+        turns = [(handle_yaw - nut_yaw + np.pi) % (2 * np.pi) - np.pi for handle_yaw in (np.pi / 2, np.pi, -np.pi / 2)]
+        square_yaw = grasp_yaw + min(turns, key=lambda turn: (abs(turn), abs(grasp_yaw + turn)))
+        # the nut is placed above the table at reset and drops onto it
+        handle = np.r_[obj[:2] + self.HANDLE * yaw_axis(nut_yaw), robosuite_env.table_offset[2] + self.GRASP_HEIGHT]
+        handle_over_peg = np.r_[peg[:2] + self.HANDLE * yaw_axis(nut_yaw + square_yaw - grasp_yaw), 0.0]
+        carry = self.rng.uniform(1.02, 1.06)
+        down = self.rng.uniform(0.84, 0.85)
+        return self.pick(handle, eef, style, grasp_yaw) + [
+            Waypoint(np.r_[handle[:2], carry], CLOSED, tolerance=0.04, yaw=grasp_yaw),
+            Waypoint(handle_over_peg + [0.0, 0.0, carry], CLOSED, tolerance=0.01, hold=4, yaw=square_yaw),
+            Waypoint(handle_over_peg + [0.0, 0.0, down], CLOSED, tolerance=0.01, yaw=square_yaw),
+            Waypoint(handle_over_peg + [0.0, 0.0, down], OPEN, tolerance=0.05, hold=4, yaw=square_yaw),
+            Waypoint(handle_over_peg + [0.0, 0.0, carry], OPEN, yaw=square_yaw),
+        ]
+
+
+def yaw_axis(yaw: float) -> np.ndarray:
+    """The (2,) unit vector of a body's x axis in the world's xy plane for a rotation ``yaw`` (rad) about z."""
+    return np.array([np.cos(yaw), np.sin(yaw)])
+
+
+EXPERTS = {"lift": LiftExpert, "can": CanExpert, "square": SquareExpert}
 
 
 def run_expert_episode(expert: ScriptedExpert, seed: int, max_steps: int) -> tuple[dict[str, Any], bool]:
