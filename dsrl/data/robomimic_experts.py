@@ -149,9 +149,10 @@ class SquareExpert(ScriptedExpert):
     """Grasp the square nut by its handle, carry it over the square peg square to it, and drop it down the peg.
 
     The gripper turns to the nut's yaw to grasp the handle across its width
-    (the fingers close along world y at reset), then turns back by the nut's
-    yaw modulo 90 degrees while carrying, so that the nut's hole lines up
-    with the peg's sides (the peg's diagonal is 0.6 mm narrower than the hole).
+    (the fingers close along world y at reset), then turns while carrying so
+    that the nut's sides line up with the peg's (the peg's diagonal is 0.6 mm
+    narrower than the hole) and its handle points left, right or towards the
+    robot, whichever is the smallest turn.
     """
 
     HANDLE = 0.054  # m, handle centre from the nut's centre along the nut's x axis
@@ -162,8 +163,7 @@ class SquareExpert(ScriptedExpert):
         peg = robosuite_env.sim.data.body_xpos[robosuite_env.peg1_body_id]
         nut_yaw = Rotation.from_quat(self.env.raw_obs["object"][3:7]).as_euler("xyz")[2]
         grasp_yaw = (nut_yaw + np.pi / 2) % np.pi - np.pi / 2
-        # the handle ends up pointing left, right or towards the robot (away from it the arm sags out of reach),
-        # whichever needs the smallest turn of the wrist while carrying
+        # the handle may end up pointing left, towards the robot or right (away from it the arm sags out of reach)
         turns = [(handle_yaw - nut_yaw + np.pi) % (2 * np.pi) - np.pi for handle_yaw in (np.pi / 2, np.pi, -np.pi / 2)]
         square_yaw = grasp_yaw + min(turns, key=lambda turn: (abs(turn), abs(grasp_yaw + turn)))
         # the nut is placed above the table at reset and drops onto it
