@@ -28,10 +28,11 @@ if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
 if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
 if [[ "$task" == square || "$task" == all ]]; then robomimic square 10000 2000 20; fi
 # flow SUITE TASK BC_STEPS SAVE_EVERY EVAL_EPISODES: a flow policy from the demonstrations its diffusion policy was
-# cloned from (run after that task) -> 100-episode evaluation.
+# cloned from (run after that task; a Gym dataset's summary.json is copied along) -> 100-episode evaluation.
 flow() {
   python scripts/pretrain.py --config-path=cfg/pretrain --config-name="$1_$2.yaml" dataset="data/$1/$2" \
     policy_type=flow train.steps="$3" train.save_every="$4" eval.n_episodes="$5" eval.n_envs=4 overwrite=true
+  if [[ -f "data/$1/$2/summary.json" ]]; then cp "data/$1/$2/summary.json" "checkpoints/$1/$2/flow/dataset_summary.json"; fi
   python scripts/evaluate.py --config "cfg/$1/dsrl_$2.yaml" --episodes 100 --n-envs 4 --seed 0 \
     --json "checkpoints/$1/$2/flow/evaluation.json" base_policy.type=flow \
     base_policy.checkpoint="checkpoints/$1/$2/flow/state.pt" \

@@ -170,3 +170,15 @@ def test_every_shipped_checkpoint_loads_through_its_task_config(config):
     policy = load_base_policy(base)
     Normalizer.load(base.normalization).require_dims(base.obs_dim, base.action_dim, base.normalization)
     assert policy.obs_dim == base.obs_dim and policy.action_dim == base.action_dim
+
+
+SHIPPED_FLOW_POLICIES = sorted(glob.glob(repo_path("checkpoints/*/*/flow")))
+
+
+@pytest.mark.parametrize("folder", SHIPPED_FLOW_POLICIES, ids=lambda path: path.split(os.sep)[-2])
+def test_every_shipped_flow_checkpoint_loads_through_its_task_config_with_type_flow(folder):
+    suite, task = folder.split(os.sep)[-3:-1]
+    files = [f"base_policy.checkpoint={folder}/state.pt", f"base_policy.normalization={folder}/normalization.npz"]
+    cfg = compose_task_config(repo_path(f"cfg/{suite}/dsrl_{task}.yaml"), ["base_policy.type=flow", *files])
+    policy = load_base_policy(cfg.base_policy)
+    assert isinstance(policy, FlowPolicy) and policy.obs_dim == cfg.base_policy.obs_dim
