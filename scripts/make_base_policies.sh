@@ -26,7 +26,7 @@ robomimic() {
 }
 if [[ "$task" == lift || "$task" == all ]]; then robomimic lift 1500 250 50; fi
 if [[ "$task" == can || "$task" == all ]]; then robomimic can 10000 2000 20; fi
-if [[ "$task" == square || "$task" == all ]]; then robomimic square 10000 2000 20; fi
+if [[ "$task" == square || "$task" == all ]]; then robomimic square 30000 5000 20; fi
 # flow SUITE TASK BC_STEPS SAVE_EVERY EVAL_EPISODES: a flow policy from the demonstrations its diffusion policy was
 # cloned from (run after that task; a Gym dataset's summary.json is copied along) -> 100-episode evaluation.
 flow() {

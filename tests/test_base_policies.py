@@ -158,7 +158,7 @@ def test_normalizer_round_trip_and_missing_array(tmp_path):
 
 
 TASK_CONFIGS = sorted(glob.glob(repo_path("cfg/*/dsrl_*.yaml")))
-WITHOUT_SHIPPED_POLICY = {"dsrl_square.yaml", "dsrl_transport.yaml"}
+WITHOUT_SHIPPED_POLICY = {"dsrl_transport.yaml"}
 
 
 @pytest.mark.parametrize("config", TASK_CONFIGS, ids=lambda path: os.path.basename(path)[5:-5])
