@@ -3,6 +3,7 @@
 import csv
 import glob
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -86,16 +87,11 @@ def test_scripted_square_expert_puts_the_nut_on_the_peg_square_to_it_reproducibl
 
 def test_transport_policy_is_made_from_a_users_robomimic_file(tmp_path):
     """No expert makes transport demos: a user's file converts and trains into a policy its task config loads."""
-    env = make_robomimic_env("transport", 800)
-    env.reset(seed=0)
-    demo: dict = {"obs": [], "actions": [], "states": []}
-    for action in np.random.default_rng(0).uniform(-1, 1, (12, 14)):
-        demo["obs"].append(dict(env.raw_obs))
-        demo["states"].append(env.env.get_state()["states"])
-        demo["actions"].append(action)
-        env.step(action)
-    demo = {k: v if k == "obs" else np.asarray(v) for k, v in demo.items()}
-    demo.update(rewards=np.zeros(12), dones=np.zeros(12))
+    rng = np.random.default_rng(0)
+    random_arms = SimpleNamespace(
+        env=make_robomimic_env("transport", 800), reset=lambda: None, act=lambda: rng.uniform(-1, 1, 14)
+    )
+    demo, _ = run_expert_episode(random_arms, seed=0, max_steps=12)
     write_demos(str(tmp_path / "low_dim.hdf5"), load_env_meta(env_meta_path("transport")), [demo])
     data, policy_dir = tmp_path / "transport", tmp_path / "policy"
     made = run_script(
