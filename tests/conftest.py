@@ -24,6 +24,11 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
+def policy_files(folder) -> list[str]:
+    """Overrides pointing ``base_policy`` at a folder as pretrain.py writes it (state.pt, normalization.npz)."""
+    return [f"base_policy.checkpoint={folder}/state.pt", f"base_policy.normalization={folder}/normalization.npz"]
+
+
 SMALL_POLICY = dict(
     type="diffusion",
     obs_dim=3,

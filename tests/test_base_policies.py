@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import GOLDEN_DIR, SMALL_FLOW_POLICY, SMALL_POLICY
+from conftest import GOLDEN_DIR, SMALL_FLOW_POLICY, SMALL_POLICY, policy_files
 
 from dsrl.base_policies import FlowPolicy, Normalizer, build_base_policy, load_base_policy
 from dsrl.base_policies.checkpoint import save_checkpoint
@@ -178,7 +178,8 @@ SHIPPED_FLOW_POLICIES = sorted(glob.glob(repo_path("checkpoints/*/*/flow")))
 @pytest.mark.parametrize("folder", SHIPPED_FLOW_POLICIES, ids=lambda path: path.split(os.sep)[-2])
 def test_every_shipped_flow_checkpoint_loads_through_its_task_config_with_type_flow(folder):
     suite, task = folder.split(os.sep)[-3:-1]
-    files = [f"base_policy.checkpoint={folder}/state.pt", f"base_policy.normalization={folder}/normalization.npz"]
-    cfg = compose_task_config(repo_path(f"cfg/{suite}/dsrl_{task}.yaml"), ["base_policy.type=flow", *files])
+    cfg = compose_task_config(
+        repo_path(f"cfg/{suite}/dsrl_{task}.yaml"), ["base_policy.type=flow", *policy_files(folder)]
+    )
     policy = load_base_policy(cfg.base_policy)
     assert isinstance(policy, FlowPolicy) and policy.obs_dim == cfg.base_policy.obs_dim

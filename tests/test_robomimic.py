@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_POLICY, run_script
+from conftest import SMALL_POLICY, policy_files, run_script
 from scipy.spatial.transform import Rotation
 
 from dsrl.base_policies import Normalizer, build_base_policy, load_base_policy
@@ -20,7 +20,6 @@ from dsrl.envs.factory import check_env_config, make_env
 from dsrl.envs.robomimic import LOW_DIM_KEYS, env_meta_path, load_env_meta, make_robomimic_env
 from dsrl.training import run
 
-BASE_POLICY_FILES = (("checkpoint", "state.pt"), ("normalization", "normalization.npz"))
 IDENTITY = Normalizer(
     np.full(19, -1, np.float32), np.full(19, 1, np.float32), -np.ones(7, np.float32), np.ones(7, np.float32)
 )
@@ -105,8 +104,7 @@ def test_transport_policy_is_made_from_a_users_robomimic_file(tmp_path):
         *["train.steps=2", "train.save_every=2", "train.batch_size=4"],
     )
     assert pretrained.returncode == 0, pretrained.stderr
-    checkpoint = [f"base_policy.{key}={policy_dir / name}" for key, name in BASE_POLICY_FILES]
-    cfg = compose_task_config(repo_path("cfg/robomimic/dsrl_transport.yaml"), checkpoint).base_policy
+    cfg = compose_task_config(repo_path("cfg/robomimic/dsrl_transport.yaml"), policy_files(policy_dir)).base_policy
     policy, normalizer = load_base_policy(cfg), Normalizer.load(cfg.normalization)
     states = read_low_dim(str(tmp_path / "low_dim.hdf5"), LOW_DIM_KEYS["transport"]).states
     actions = policy(torch.as_tensor(normalizer.normalize_obs(states[:1])), torch.zeros(1, 8, 14))
@@ -146,8 +144,7 @@ def test_short_dsrl_run_on_lift(tmp_path):
         [
             f"run_dir={tmp_path / 'run'}",
             "wandb.mode=disabled",
-            f"base_policy.checkpoint={tmp_path / 'state.pt'}",
-            f"base_policy.normalization={tmp_path / 'normalization.npz'}",
+            *policy_files(tmp_path),
             "base_policy.mlp_dims=[32,32,32]",
             "base_policy.ddim_steps=4",
             "train.layer_size=32",
