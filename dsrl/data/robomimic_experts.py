@@ -165,10 +165,11 @@ class SquareExpert(ScriptedExpert):
         grasp_yaw = (nut_yaw + np.pi / 2) % np.pi - np.pi / 2
         # the handle may end up pointing left, towards the robot or right (away from it the arm sags out of reach)
         turns = [(handle_yaw - nut_yaw + np.pi) % (2 * np.pi) - np.pi for handle_yaw in (np.pi / 2, np.pi, -np.pi / 2)]
-        square_yaw = grasp_yaw + min(turns, key=lambda turn: (abs(turn), abs(grasp_yaw + turn)))
+        turn = min(turns, key=lambda turn: (abs(turn), abs(grasp_yaw + turn)))
+        square_yaw = grasp_yaw + turn
         # the nut is placed above the table at reset and drops onto it
         handle = np.r_[obj[:2] + self.HANDLE * yaw_axis(nut_yaw), robosuite_env.table_offset[2] + self.GRASP_HEIGHT]
-        handle_over_peg = np.r_[peg[:2] + self.HANDLE * yaw_axis(nut_yaw + square_yaw - grasp_yaw), 0.0]
+        handle_over_peg = np.r_[peg[:2] + self.HANDLE * yaw_axis(nut_yaw + turn), 0.0]
         carry = self.rng.uniform(1.02, 1.06)
         down = self.rng.uniform(0.84, 0.85)
         return self.pick(handle, eef, style, grasp_yaw) + [
