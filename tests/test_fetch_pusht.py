@@ -97,6 +97,32 @@ def test_scripted_pusht_expert_acts_on_the_current_state_alone():
     np.testing.assert_array_equal(walked(state), fresh(state))
 
 
+def test_scripted_pusht_expert_rarely_reverses_its_noise_free_target():
+    """Acting with 10 px noise, consecutive recorded targets seldom point back the way the agent came.
+
+    An expert whose push/go-around choice flips on the agent's noisy position pecks at the block (the
+    earlier one reversed 17% of its steps), which a cloned policy cannot reproduce.
+    """
+    env = make_pusht_env(PUSHT_ID, 300, success_threshold=0.9)
+    expert = PushTExpert(np.random.default_rng(0), noise=10.0, candidates=1, vary_style=False)
+    data, _ = collect_successes(
+        env,
+        lambda obs: expert(pusht_state(env)),
+        3,
+        seed=0,
+        max_steps=300,
+        reset=expert.reset,
+        label=lambda: expert.clean_target,
+    )
+    moves = data.actions - data.states[:, :2]
+    ends = np.cumsum(data.traj_lengths)[:-1]
+    previous, current = np.delete(moves[:-1], ends - 1, axis=0), np.delete(moves[1:], ends - 1, axis=0)
+    lengths = np.linalg.norm(previous, axis=1) * np.linalg.norm(current, axis=1)
+    moving = lengths > 25.0
+    reversals = np.mean((previous * current).sum(axis=1)[moving] < 0)
+    assert moving.sum() > 200 and reversals < 0.08, f"{reversals:.3f} of {moving.sum()} moves reverse"
+
+
 def test_pusht_pixels_are_channels_first_then_agent_position():
     env = make_pusht_env(PUSHT_ID, 300, obs_type="pixels_agent_pos")
     obs, _ = env.reset(seed=1)

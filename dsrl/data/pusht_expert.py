@@ -8,8 +8,11 @@ a 120x30 bar with a 30x90 stem below it in its own frame; the goal pose is
 The expert is a function of the current state alone (plus its per-episode
 style and the noise), so that a policy conditioned on one observation can
 clone it: every step it picks the outline point whose push best reduces the
-pose error (see :class:`PushTExpert`), then either pushes through that point
-if the agent stands behind it or goes around the block to stand there. Each
+pose error (see :class:`PushTExpert`), then pushes through that point as far
+as the agent stands behind it and goes around the block to stand there
+otherwise, blending the two continuously (see :func:`push_target`): a choice
+that flipped on the agent's noisy position would make the demonstrations peck
+at the block, back and forth, in a way no cloned policy reproduces. Each
 episode may draw a style (push depth, standoff, speed, how much rotation
 matters) and every target gets Gaussian noise, so the demonstrations vary and
 are imperfect. Pixel observations are rendered by the env from the same
@@ -67,21 +70,33 @@ def contact_in_world(state: np.ndarray, contact: int) -> tuple[np.ndarray, np.nd
     return state[2:4] + rotation @ OUTLINE_POINTS[contact], rotation @ OUTLINE_NORMALS[contact]
 
 
+def _ramp(x: float, zero_at: float, one_at: float) -> float:
+    """0 at ``zero_at``, 1 at ``one_at``, linear between and clipped: a continuous switch."""
+    return float(np.clip((x - zero_at) / (one_at - zero_at), 0.0, 1.0))
+
+
 def push_target(state: np.ndarray, contact: int, style: dict[str, float], depth: float) -> np.ndarray:
     """The next target (2,) for pushing through outline point ``contact``, inside the arena, before noise.
 
-    If the agent stands in the contact's corridor (behind the point, along its outward normal, at most
-    ``standoff`` + 8 px out) it pushes ``depth`` px past the outline; otherwise it goes around the block to
-    the approach point ``standoff`` px out. Moves are at most ``style["speed"]`` px.
+    Two targets are blended by how well the agent stands behind the point: ``depth`` px past the outline
+    (pushing) when it stands in the contact's corridor (along the outward normal, at most ``standoff`` + 8 px
+    out, at most ``CORRIDOR_HALF_WIDTH`` px sideways), and the way around the block to the approach point
+    ``standoff`` px out otherwise. The weights change continuously with the agent's position, so noise
+    near a corridor's edge moves the target a little instead of switching between pushing and backing
+    off. Moves are at most ``style["speed"]`` px.
     """
     agent = state[:2]
     point, normal = contact_in_world(state, contact)
     out, side = agent - point, np.array([-normal[1], normal[0]])
-    if 0.0 <= out @ normal <= style["standoff"] + 8.0 and abs(out @ side) <= CORRIDOR_HALF_WIDTH:
-        target = point - depth * normal
-    else:
-        approach = point + style["standoff"] * normal
-        target = _around_block(agent, state[2:4] + _rotation(float(state[4])) @ CENTRE_OF_MASS, approach)
+    behind = (
+        _ramp(abs(out @ side), 2 * CORRIDOR_HALF_WIDTH, CORRIDOR_HALF_WIDTH)
+        * _ramp(out @ normal, -5.0, 0.0)
+        * _ramp(out @ normal, style["standoff"] + 20.0, style["standoff"] + 8.0)
+    )
+    around = _around_block(
+        agent, state[2:4] + _rotation(float(state[4])) @ CENTRE_OF_MASS, point + style["standoff"] * normal
+    )
+    target = behind * (point - depth * normal) + (1.0 - behind) * around
     offset = target - agent
     distance = np.linalg.norm(offset)
     if distance > style["speed"]:
@@ -90,16 +105,19 @@ def push_target(state: np.ndarray, contact: int, style: dict[str, float], depth:
 
 
 def _around_block(agent: np.ndarray, com: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """The next waypoint from ``agent`` to ``goal`` that keeps clear of the block around ``com``."""
+    """The next waypoint from ``agent`` to ``goal`` that keeps clear of the block around ``com``.
+
+    Far from ``goal`` (in angle about ``com``) the waypoint lies on the clearance circle up to 0.5 rad
+    further round, the step round shrinking towards a radial move out when the agent is close to the
+    block; close to it, ``goal`` itself; between, a blend of the two.
+    """
     start, end = agent - com, goal - com
-    start_angle = np.arctan2(start[1], start[0])
+    radius, start_angle = np.linalg.norm(start), np.arctan2(start[1], start[0])
     gap = wrap_angle(np.arctan2(end[1], end[0]) - start_angle)
-    if abs(gap) < 0.5:
-        return goal
-    if np.linalg.norm(start) < CLEARANCE_RADIUS - 10:
-        return com + CLEARANCE_RADIUS * start / max(np.linalg.norm(start), 1e-6)
-    angle = start_angle + np.clip(gap, -0.5, 0.5)
-    return com + CLEARANCE_RADIUS * np.array([np.cos(angle), np.sin(angle)])
+    step = np.clip(gap, -0.5, 0.5) * _ramp(radius, 60.0, CLEARANCE_RADIUS - 10.0)
+    on_circle = com + CLEARANCE_RADIUS * np.array([np.cos(start_angle + step), np.sin(start_angle + step)])
+    direct = _ramp(abs(gap), 0.7, 0.3)
+    return direct * goal + (1.0 - direct) * on_circle
 
 
 GOAL_COM = GOAL[:2] + _rotation(GOAL[2]) @ CENTRE_OF_MASS  # where the block's centre of mass ends up
