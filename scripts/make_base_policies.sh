@@ -51,19 +51,19 @@ fetch() {
 if [[ "$task" == pick_and_place || "$task" == all ]]; then fetch pick_and_place FetchPickAndPlace-v4 1000; fi
 if [[ "$task" == push || "$task" == all ]]; then fetch push FetchPush-v4 1000; fi
 
-# pusht NAME OBS_TYPE CONFIG: scripted demos (one fixed expert style acting with 10 px noise, its noise-free targets
-# recorded; successes at 90% goal coverage) -> behaviour cloning (steps and batch in cfg/pretrain/pusht_NAME.yaml)
-# -> 100-episode evaluation.
+# pusht NAME OBS_TYPE CONFIG DEMOS: scripted demos (one fixed expert style acting with 10 px noise, its noise-free
+# targets recorded; successes at 90% goal coverage) -> behaviour cloning (steps and batch in
+# cfg/pretrain/pusht_NAME.yaml) -> 100-episode evaluation.
 pusht() {
   python scripts/make_dataset.py pusht --obs-type "$2" --out "data/pusht/$1" --noise 10 --no-vary-style \
-    --success-threshold 0.9
+    --success-threshold 0.9 --demos "$4"
   python scripts/pretrain.py --config-path=cfg/pretrain --config-name="pusht_$1.yaml" dataset="data/pusht/$1" \
     overwrite=true
   python scripts/evaluate.py --config "cfg/pusht/$3.yaml" --episodes 100 --n-envs 4 --seed 0 \
     --json "checkpoints/pusht/$1/diffusion/evaluation.json"
 }
-if [[ "$task" == pusht_state || "$task" == all ]]; then pusht state state dsrl_pusht; fi
-if [[ "$task" == pusht_pixels || "$task" == all ]]; then pusht pixels pixels_agent_pos dsrl_pusht_pixels; fi
+if [[ "$task" == pusht_state || "$task" == all ]]; then pusht state environment_state_agent_pos dsrl_pusht 300; fi
+if [[ "$task" == pusht_pixels || "$task" == all ]]; then pusht pixels pixels_agent_pos dsrl_pusht_pixels 100; fi
 
 # gym NAME ENV_ID EXPERT_STEPS: SB3 SAC expert for EXPERT_STEPS steps; the snapshot nearest a third of its best
 # return collects 200k steps (D4RL "medium"); behaviour cloning; 100-episode evaluation.

@@ -12,10 +12,10 @@ Fetch (scripted experts on the flat observation; only successful episodes are ke
 
     python scripts/make_dataset.py fetch --task FetchPickAndPlace-v4 --out data/fetch/pick_and_place
 
-PushT (the scripted pushing expert acting with noise, its noise-free targets recorded; state or 96x96 pixels + agent
-position; the same seeds give the same demos):
+PushT (the scripted pushing expert acting with noise, its noise-free targets recorded; the T's keypoints + agent
+position, the 5-number state, or 96x96 pixels + agent position; the same seeds give the same demos):
 
-    python scripts/make_dataset.py pusht --obs-type state --out data/pusht/state
+    python scripts/make_dataset.py pusht --obs-type environment_state_agent_pos --out data/pusht/state
     python scripts/make_dataset.py pusht --obs-type pixels_agent_pos --out data/pusht/pixels
 
 The steering task of the tests (scripted two-goal demonstrations):
@@ -34,6 +34,8 @@ import json
 import os
 
 import numpy as np
+
+from dsrl.envs.pusht import OBS_TYPES as PUSHT_OBS_TYPES
 
 
 def make_gym(args: argparse.Namespace) -> None:
@@ -181,7 +183,7 @@ def main() -> None:
     fetch_parser.add_argument("--task", required=True, choices=["FetchPickAndPlace-v4", "FetchPush-v4"])
     fetch_parser.add_argument("--max-episode-steps", type=int, default=50)
     pusht_parser = scripted_parser(sub, "pusht", make_pusht, 4.0, "std of the target noise, pixels")
-    pusht_parser.add_argument("--obs-type", default="state", choices=["state", "pixels_agent_pos"])
+    pusht_parser.add_argument("--obs-type", default="environment_state_agent_pos", choices=PUSHT_OBS_TYPES)
     pusht_parser.add_argument("--success-threshold", type=float, default=0.95, help="goal coverage of a success")
     pusht_parser.add_argument(
         "--vary-style", action=argparse.BooleanOptionalAction, default=True, help="a new expert style per episode"

@@ -123,6 +123,18 @@ def test_scripted_pusht_expert_rarely_reverses_its_noise_free_target():
     assert moving.sum() > 200 and reversals < 0.08, f"{reversals:.3f} of {moving.sum()} moves reverse"
 
 
+def test_pusht_keypoints_are_the_t_corners_then_agent_position():
+    env = make_pusht_env(PUSHT_ID, 300, obs_type="environment_state_agent_pos")
+    obs, _ = env.reset(seed=1)
+    obs, *_ = env.step(np.array([300.0, 300.0]))
+    agent_x, agent_y, block_x, block_y, angle = pusht_state(env)
+    corners = np.array([(-60, 0), (60, 0), (60, 30), (-60, 30), (-15, 30), (15, 30), (15, 120), (-15, 120)], float)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    assert obs.shape == (18,) and obs.dtype == np.float32
+    np.testing.assert_allclose(obs[:16].reshape(8, 2), corners @ rotation.T + [block_x, block_y], atol=1e-3)
+    np.testing.assert_allclose(obs[16:], [agent_x, agent_y], atol=1e-3)
+
+
 def test_pusht_pixels_are_channels_first_then_agent_position():
     env = make_pusht_env(PUSHT_ID, 300, obs_type="pixels_agent_pos")
     obs, _ = env.reset(seed=1)
