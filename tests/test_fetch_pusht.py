@@ -125,7 +125,7 @@ def test_scripted_pusht_expert_rarely_reverses_its_noise_free_target():
 
 def test_pusht_keypoints_are_the_t_corners_then_agent_position():
     env = make_pusht_env(PUSHT_ID, 300, obs_type="environment_state_agent_pos")
-    obs, _ = env.reset(seed=1)
+    env.reset(seed=1)
     obs, *_ = env.step(np.array([300.0, 300.0]))
     agent_x, agent_y, block_x, block_y, angle = pusht_state(env)
     corners = np.array([(-60, 0), (60, 0), (60, 30), (-60, 30), (-15, 30), (15, 30), (15, 120), (-15, 120)], float)
