@@ -117,8 +117,8 @@ def test_scripted_pusht_expert_rarely_reverses_its_noise_free_target():
     moves = data.actions - data.states[:, :2]
     ends = np.cumsum(data.traj_lengths)[:-1]
     previous, current = np.delete(moves[:-1], ends - 1, axis=0), np.delete(moves[1:], ends - 1, axis=0)
-    lengths = np.linalg.norm(previous, axis=1) * np.linalg.norm(current, axis=1)
-    moving = lengths > 25.0
+    length_products = np.linalg.norm(previous, axis=1) * np.linalg.norm(current, axis=1)  # px^2
+    moving = length_products > 25.0  # e.g. both moves longer than 5 px
     reversals = np.mean((previous * current).sum(axis=1)[moving] < 0)
     assert moving.sum() > 200 and reversals < 0.08, f"{reversals:.3f} of {moving.sum()} moves reverse"
 
