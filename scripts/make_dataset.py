@@ -22,6 +22,10 @@ The steering task of the tests (scripted two-goal demonstrations):
 
     python scripts/make_dataset.py steering --out data/steering
 
+Datasets joined into one (e.g. the same expert run with other seeds; bounds are the union of theirs):
+
+    python scripts/make_dataset.py join --out data/pusht/state_600 data/pusht/state data/pusht/state_seed1
+
 A Robomimic hdf5 of your own (e.g. can/mh/low_dim_v15.hdf5), converted the same way:
 
     python scripts/make_dataset.py convert --hdf5 low_dim_v15.hdf5 --task can --out data/robomimic/can_mh
@@ -154,6 +158,14 @@ def convert(args: argparse.Namespace) -> None:
     )
 
 
+def join(args: argparse.Namespace) -> None:
+    from dsrl.data.trajectories import join_dppo
+
+    data, normalizer = join_dppo(args.datasets)
+    data.save_dppo(args.out, normalizer)
+    print(f"wrote {args.out}/train.npz: {data.n_trajectories} demos ({int(data.traj_lengths.sum())} steps)")
+
+
 def scripted_parser(sub, name: str, func, noise: float, noise_help: str) -> argparse.ArgumentParser:
     """A subcommand for a scripted expert, with the arguments they all take (--out, --demos, --noise, --seed)."""
     parser = sub.add_parser(name, help=f"scripted {name} expert -> demonstrations")
@@ -199,6 +211,10 @@ def main() -> None:
     convert_parser.add_argument("--task", required=True, choices=["lift", "can", "square", "transport"])
     convert_parser.add_argument("--out", required=True, help="output directory")
     convert_parser.set_defaults(func=convert)
+    join_parser = sub.add_parser("join", help="DPPO datasets -> one dataset")
+    join_parser.add_argument("--out", required=True, help="output directory")
+    join_parser.add_argument("datasets", nargs="+", help="dataset directories, joined in this order")
+    join_parser.set_defaults(func=join)
     args = parser.parse_args()
     args.func(args)
 

@@ -9,9 +9,10 @@ import pytest
 import yaml
 from conftest import run_script
 
+from dsrl.base_policies.normalization import Normalizer
 from dsrl.data.offline import chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
-from dsrl.data.trajectories import Trajectories, chunk_pairs, load_dppo, record_episode
+from dsrl.data.trajectories import Trajectories, chunk_pairs, join_dppo, load_dppo, record_episode
 
 KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
 SIZES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 14}
@@ -37,6 +38,26 @@ def test_dppo_npz_round_trip_is_normalised(tmp_path):
     np.testing.assert_allclose(normalizer.unnormalize_action(loaded.actions), data.actions, atol=1e-4)
     np.testing.assert_array_equal(loaded.traj_lengths, [3, 2])
     np.testing.assert_array_equal(loaded.terminals, data.terminals)
+
+
+def test_joined_datasets_keep_both_in_order_with_bounds_covering_both(tmp_path):
+    first, second = trajectories(), trajectories((1, 4))
+    second.states = second.states * 3 + 5  # other bounds
+    first.save_dppo(str(tmp_path / "a"))
+    pixel_like = Normalizer.fit(second.states, second.actions)
+    pixel_like.obs_max[0] = 100.0  # a bound set, not fitted (like the pixels' 255)
+    second.save_dppo(str(tmp_path / "b"), pixel_like)
+    joined, normalizer = join_dppo([str(tmp_path / "a"), str(tmp_path / "b")])
+    np.testing.assert_allclose(joined.states, np.concatenate([first.states, second.states]), atol=1e-4)
+    np.testing.assert_allclose(joined.actions, np.concatenate([first.actions, second.actions]), atol=1e-4)
+    np.testing.assert_array_equal(joined.traj_lengths, [3, 2, 1, 4])
+    np.testing.assert_array_equal(joined.rewards, np.concatenate([first.rewards, second.rewards]))
+    assert normalizer.obs_max[0] == 100.0
+    np.testing.assert_allclose(normalizer.obs_min, np.minimum(first.states.min(0), second.states.min(0)))
+    first.states = first.states[:, :3]
+    first.save_dppo(str(tmp_path / "c"))
+    with pytest.raises(ValueError, match=r"'.*c' has obs_dim 3 and action_dim 2, '.*a' has 4 and 2"):
+        join_dppo([str(tmp_path / "a"), str(tmp_path / "c")])
 
 
 @pytest.mark.parametrize(

@@ -78,5 +78,18 @@ class Normalizer:
     def normalize_action(self, action: np.ndarray) -> np.ndarray:
         return (2 * ((action - self.action_min) / (self.action_max - self.action_min + EPS) - 0.5)).astype(np.float32)
 
+    def unnormalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`normalize_obs` (simulator units, float32)."""
+        return ((obs / 2 + 0.5) * (self.obs_max - self.obs_min + EPS) + self.obs_min).astype(np.float32)
+
+    def union(self, other: "Normalizer") -> "Normalizer":
+        """Bounds covering both: what :meth:`fit` gives for two datasets joined."""
+        return Normalizer(
+            np.minimum(self.obs_min, other.obs_min),
+            np.maximum(self.obs_max, other.obs_max),
+            np.minimum(self.action_min, other.action_min),
+            np.maximum(self.action_max, other.action_max),
+        )
+
     def unnormalize_action(self, action: np.ndarray) -> np.ndarray:
         return (action + 1) / 2 * (self.action_max - self.action_min) + self.action_min

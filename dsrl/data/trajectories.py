@@ -78,6 +78,35 @@ def load_dppo(path: str) -> Trajectories:
     return trajectories.validate(path)
 
 
+def join_dppo(directories: list[str]) -> tuple[Trajectories, Normalizer]:
+    """Datasets (directories with ``train.npz`` + ``normalization.npz``) joined in order, in simulator units.
+
+    The returned bounds are the union of the datasets' own, so bounds set rather than fitted (the pixels'
+    [0, 255]) are kept. Observation and action sizes must agree.
+    """
+    parts, normalizer = [], None
+    for directory in directories:
+        own = Normalizer.load(os.path.join(directory, "normalization.npz"))
+        if normalizer is not None and (own.obs_dim, own.action_dim) != (normalizer.obs_dim, normalizer.action_dim):
+            raise ValueError(
+                f"{directory!r} has obs_dim {own.obs_dim} and action_dim {own.action_dim}, "
+                f"{directories[0]!r} has {normalizer.obs_dim} and {normalizer.action_dim}"
+            )
+        normalizer = own if normalizer is None else normalizer.union(own)
+        data = load_dppo(os.path.join(directory, "train.npz"))
+        parts.append(
+            dict(
+                states=own.unnormalize_obs(data.states),
+                actions=own.unnormalize_action(data.actions),
+                rewards=data.rewards,
+                terminals=data.terminals,
+                traj_lengths=data.traj_lengths,
+            )
+        )
+    joined = Trajectories(**{key: np.concatenate([part[key] for part in parts]) for key in KEYS})
+    return joined.validate(" + ".join(directories)), normalizer
+
+
 def record_episode(
     env: gym.Env,
     act: Callable[[np.ndarray], np.ndarray],
