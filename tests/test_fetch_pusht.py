@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from stable_baselines3.common.save_util import load_from_zip_file
 
+from dsrl.base_policies.normalization import Normalizer
 from dsrl.config import compose_task_config, repo_path
 from dsrl.data.fetch_experts import FETCH_EXPERTS
 from dsrl.data.pusht_expert import PushTExpert
 from dsrl.data.trajectories import collect_successes
-from dsrl.envs.factory import check_env_config, check_observations
+from dsrl.envs.factory import check_env_config, check_observations, make_env
 from dsrl.envs.fetch import make_fetch_env
 from dsrl.envs.pusht import PIXELS, PUSHT_ID, make_pusht_env, pusht_state
 from dsrl.training import run
@@ -144,6 +145,32 @@ def test_pusht_pixels_are_channels_first_then_agent_position():
     np.testing.assert_allclose(obs[PIXELS:], pusht_state(env)[:2])
 
 
+@pytest.mark.parametrize("config", ["dsrl_pusht.yaml", "dsrl_pusht_pixels.yaml"])
+def test_pusht_steps_short_of_success_cost_and_success_costs_nothing(config):
+    """With gym-pusht's own reward (clipped coverage in [0, 1]) and its episode ending at success, staying just
+    below the threshold collects more than crossing it; the shipped configs subtract 1, so every step short of
+    success costs and the episode's end at success stops the cost."""
+    cfg = compose_task_config(repo_path(f"cfg/pusht/{config}"))
+    normalizer = Normalizer.load(cfg.base_policy.normalization)
+    env = make_env(cfg.env, normalizer, chunk=1, cond_steps=1)
+    hold = normalizer.normalize_action(np.array([100.0, 100.0]))  # the agent stays far from the block
+
+    def step_with_block_off_goal_by(dx: float):
+        env.reset(seed=0)
+        sim = env.unwrapped
+        sim.agent.position = [100.0, 100.0]
+        sim.block.angle = sim.goal_pose[2]  # the angle first: it turns the block about its centre of mass
+        sim.block.position = [sim.goal_pose[0] + dx, sim.goal_pose[1]]
+        return env.step(hold)
+
+    _, reward, terminated, _, info = step_with_block_off_goal_by(5.0)
+    threshold = cfg.env.kwargs.success_threshold
+    assert not terminated and 0.5 < info["coverage"] < threshold
+    assert -1.0 < reward < 0.0 and reward == pytest.approx(info["coverage"] / threshold - 1.0, abs=1e-6)
+    _, reward, terminated, _, info = step_with_block_off_goal_by(0.0)
+    assert terminated and info["is_success"] and reward == 0.0
+
+
 def test_policy_and_env_observations_must_match_before_training():
     image_policy = dict(obs_dim=PIXELS + 2, image_shape=[3, 96, 96])
     state_env = dict(suite="pusht", name=PUSHT_ID, kwargs={"obs_type": "state"}, max_episode_steps=300)
@@ -160,6 +187,6 @@ def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path):
     cfg = short_run_config(repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"), tmp_path, 480, 10)
     result = run(cfg)
     assert 0.0 <= result["success_rate"] <= 1.0
-    assert 0.0 <= result["return_mean"] <= 300.0, "reward: clipped goal coverage per step, 300 steps"
+    assert -300.0 <= result["return_mean"] <= 0.0, "reward: clipped goal coverage - 1 per step, 300 steps"
     data, _, _ = load_from_zip_file(glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))[0])
     assert data["observation_space"].shape == (64 + 2,), "the agent observes image features + agent position"
