@@ -51,19 +51,25 @@ fetch() {
 if [[ "$task" == pick_and_place || "$task" == all ]]; then fetch pick_and_place FetchPickAndPlace-v4 1000; fi
 if [[ "$task" == push || "$task" == all ]]; then fetch push FetchPush-v4 1000; fi
 
-# pusht NAME OBS_TYPE CONFIG DEMOS: scripted demos (one fixed expert style acting with 10 px noise, its noise-free
-# targets recorded; successes at 90% goal coverage) -> behaviour cloning (steps and batch in
-# cfg/pretrain/pusht_NAME.yaml) -> 100-episode evaluation.
+# pusht NAME OBS_TYPE CONFIG DEMOS SEEDS: DEMOS scripted demos with each expert seed 0..SEEDS-1 (one fixed expert
+# style acting with 10 px noise, its noise-free targets recorded; successes at 90% goal coverage), joined into
+# data/pusht/NAME -> behaviour cloning (steps and batch in cfg/pretrain/pusht_NAME.yaml) -> 100-episode evaluation.
+# The seeds' datasets are independent: with the cores, make them in parallel.
 pusht() {
-  python scripts/make_dataset.py pusht --obs-type "$2" --out "data/pusht/$1" --noise 10 --no-vary-style \
-    --success-threshold 0.9 --demos "$4"
+  local parts=()
+  for ((seed = 0; seed < $5; seed++)); do
+    python scripts/make_dataset.py pusht --obs-type "$2" --out "data/pusht/$1_seed$seed" --seed "$seed" --noise 10 \
+      --no-vary-style --success-threshold 0.9 --demos "$4"
+    parts+=("data/pusht/$1_seed$seed")
+  done
+  python scripts/make_dataset.py join --out "data/pusht/$1" "${parts[@]}"
   python scripts/pretrain.py --config-path=cfg/pretrain --config-name="pusht_$1.yaml" dataset="data/pusht/$1" \
     overwrite=true
   python scripts/evaluate.py --config "cfg/pusht/$3.yaml" --episodes 100 --n-envs 4 --seed 0 \
     --json "checkpoints/pusht/$1/diffusion/evaluation.json"
 }
-if [[ "$task" == pusht_state || "$task" == all ]]; then pusht state environment_state_agent_pos dsrl_pusht 300; fi
-if [[ "$task" == pusht_pixels || "$task" == all ]]; then pusht pixels pixels_agent_pos dsrl_pusht_pixels 100; fi
+if [[ "$task" == pusht_state || "$task" == all ]]; then pusht state environment_state_agent_pos dsrl_pusht 300 2; fi
+if [[ "$task" == pusht_pixels || "$task" == all ]]; then pusht pixels pixels_agent_pos dsrl_pusht_pixels 100 1; fi
 
 # gym NAME ENV_ID EXPERT_STEPS: SB3 SAC expert for EXPERT_STEPS steps; the snapshot nearest a third of its best
 # return collects 200k steps (D4RL "medium"); behaviour cloning; 100-episode evaluation.
