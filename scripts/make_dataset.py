@@ -24,7 +24,7 @@ The steering task of the tests (scripted two-goal demonstrations):
 
 Datasets joined into one (e.g. the same expert run with other seeds; bounds are the union of theirs):
 
-    python scripts/make_dataset.py join --out data/pusht/state_600 data/pusht/state data/pusht/state_seed1
+    python scripts/make_dataset.py join --out data/pusht/state data/pusht/state_seed0 data/pusht/state_seed1
 
 A Robomimic hdf5 of your own (e.g. can/mh/low_dim_v15.hdf5), converted the same way:
 
