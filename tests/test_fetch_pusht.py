@@ -145,12 +145,15 @@ def test_pusht_pixels_are_channels_first_then_agent_position():
     np.testing.assert_allclose(obs[PIXELS:], pusht_state(env)[:2])
 
 
-@pytest.mark.parametrize("config", ["dsrl_pusht.yaml", "dsrl_pusht_pixels.yaml"])
-def test_pusht_steps_short_of_success_cost_and_success_costs_nothing(config):
+@pytest.mark.parametrize(
+    "config, reward_type",
+    [("dsrl_pusht.yaml", "dense"), ("dsrl_pusht_pixels.yaml", "dense"), ("dsrl_pusht.yaml", "sparse")],
+)
+def test_pusht_steps_short_of_success_cost_and_success_costs_nothing(config, reward_type):
     """With gym-pusht's own reward (clipped coverage in [0, 1]) and its episode ending at success, staying just
     below the threshold collects more than crossing it; the shipped configs subtract 1, so every step short of
     success costs and the episode's end at success stops the cost."""
-    cfg = compose_task_config(repo_path(f"cfg/pusht/{config}"))
+    cfg = compose_task_config(repo_path(f"cfg/pusht/{config}"), [f"env.kwargs.reward_type={reward_type}"])
     normalizer = Normalizer.load(cfg.base_policy.normalization)
     env = make_env(cfg.env, normalizer, chunk=1, cond_steps=1)
     hold = normalizer.normalize_action(np.array([100.0, 100.0]))  # the agent stays far from the block
@@ -166,7 +169,8 @@ def test_pusht_steps_short_of_success_cost_and_success_costs_nothing(config):
     _, reward, terminated, _, info = step_with_block_off_goal_by(5.0)
     threshold = cfg.env.kwargs.success_threshold
     assert not terminated and 0.5 < info["coverage"] < threshold
-    assert -1.0 < reward < 0.0 and reward == pytest.approx(info["coverage"] / threshold - 1.0, abs=1e-6)
+    short_of_success = info["coverage"] / threshold - 1.0 if reward_type == "dense" else -1.0
+    assert reward == pytest.approx(short_of_success, abs=1e-6) and -1.0 <= reward < 0.0
     _, reward, terminated, _, info = step_with_block_off_goal_by(0.0)
     assert terminated and info["is_success"] and reward == 0.0
 
@@ -181,6 +185,8 @@ def test_policy_and_env_observations_must_match_before_training():
         check_observations(pixel_env, dict(obs_dim=5))
     check_observations(pixel_env, image_policy)
     check_observations(state_env, dict(obs_dim=5))
+    with pytest.raises(ValueError, match="env.kwargs.reward_type='shaped' is not one of \\('dense', 'sparse'\\)"):
+        check_env_config(dict(state_env, kwargs={"reward_type": "shaped"}))
 
 
 def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path):

@@ -13,7 +13,10 @@
   [3, 96, 96]``) split them back; the normalisation maps pixels to [-1, 1].
 
 Actions are the agent's target position in [0, 512]^2. Success is the env's
-``is_success``: block coverage of the goal above ``success_threshold``.
+``is_success``: block coverage of the goal above ``success_threshold``, which
+ends the episode. The reward (``reward_type``) is gym-pusht's ``dense`` one,
+coverage / ``success_threshold`` clipped to [0, 1], or ``sparse``: 1 at
+success, else 0.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dsrl.base_policies.normalization import Normalizer
 
 PUSHT_ID = "gym_pusht/PushT-v0"
 OBS_TYPES = ("state", "environment_state_agent_pos", "pixels_agent_pos")
+REWARD_TYPES = ("dense", "sparse")
 PIXELS = 3 * 96 * 96  # numbers of the image in a pixels_agent_pos observation
 
 
@@ -55,6 +59,14 @@ class FlatKeypointsAgentPos(gym.ObservationWrapper):
         return np.concatenate([obs["environment_state"], obs["agent_pos"]]).astype(np.float32)
 
 
+class SparseSuccessReward(gym.Wrapper):
+    """Reward 1 at the step that reaches success (``info["is_success"]``), else 0."""
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        return obs, float(info["is_success"]), terminated, truncated, info
+
+
 def pusht_state(env: gym.Env) -> np.ndarray:
     """The 5-number state (agent x, y, block x, y, angle in [0, 2 pi)) of a PushT env, whatever it observes."""
     sim = env.unwrapped
@@ -77,6 +89,9 @@ def check_pusht_config(name: str, kwargs: dict[str, Any]) -> None:
     threshold = kwargs.get("success_threshold", 0.95)
     if not 0 < threshold <= 1:
         raise ValueError(f"env.kwargs.success_threshold={threshold} must be in (0, 1]")
+    reward_type = kwargs.get("reward_type", "dense")
+    if reward_type not in REWARD_TYPES:
+        raise ValueError(f"env.kwargs.reward_type={reward_type!r} is not one of {REWARD_TYPES}")
 
 
 def make_pusht_env(
@@ -84,17 +99,22 @@ def make_pusht_env(
     max_episode_steps: int,
     obs_type: str = "state",
     success_threshold: float = 0.95,
+    reward_type: str = "dense",
     render_mode: str | None = None,
 ) -> gym.Env:
     """PushT with flat observations (see the module docstring).
 
     :param obs_type: one of ``OBS_TYPES``
     :param success_threshold: goal coverage that counts as success (and ends the episode); gym-pusht's is 0.95
+    :param reward_type: one of ``REWARD_TYPES``: ``dense`` (clipped coverage / success_threshold, gym-pusht's) or
+        ``sparse`` (1 at success, else 0)
     """
-    check_pusht_config(name, {"obs_type": obs_type, "success_threshold": success_threshold})
+    check_pusht_config(name, {"obs_type": obs_type, "success_threshold": success_threshold, "reward_type": reward_type})
     import gym_pusht  # noqa: F401  (registers the env)
 
     env = gym.make(name, obs_type=obs_type, max_episode_steps=max_episode_steps, render_mode=render_mode or "rgb_array")
     env.unwrapped.success_threshold = success_threshold
+    if reward_type == "sparse":
+        env = SparseSuccessReward(env)
     flatten = {"pixels_agent_pos": FlatPixelsAgentPos, "environment_state_agent_pos": FlatKeypointsAgentPos}
     return flatten[obs_type](env) if obs_type in flatten else env
