@@ -152,7 +152,7 @@ def test_pusht_pixels_are_channels_first_then_agent_position():
 def test_pusht_steps_short_of_success_cost_and_success_costs_nothing(config, reward_type):
     """With gym-pusht's own reward (clipped coverage in [0, 1]) and its episode ending at success, staying just
     below the threshold collects more than crossing it; the shipped configs subtract 1, so every step short of
-    success costs and the episode's end at success stops the cost."""
+    success costs (the sparse reward: all of 1) and the episode's end at success stops the cost."""
     cfg = compose_task_config(repo_path(f"cfg/pusht/{config}"), [f"env.kwargs.reward_type={reward_type}"])
     normalizer = Normalizer.load(cfg.base_policy.normalization)
     env = make_env(cfg.env, normalizer, chunk=1, cond_steps=1)
