@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ from tqdm import tqdm
 
 from dsrl.checkpointing import Checkpointer, Resume
 from dsrl.evaluation import evaluate
+from dsrl.interrupts import StopRequest
 from dsrl.video import EvalVideo
 
 
@@ -37,6 +39,8 @@ class DSRLCallback(BaseCallback):
     :param video: records an evaluation episode after some evaluations (None: never)
     :param resume: the checkpoint a resumed run continues from (its counters are restored)
     :param progress_bar: show a console bar of simulator steps with steps/s and the latest evaluation
+    :param stop_request: when it records a signal, stop after the current step with a checkpoint and no
+        final evaluation (``stopped_by`` then names the signal)
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class DSRLCallback(BaseCallback):
         video: EvalVideo | None = None,
         resume: Resume | None = None,
         progress_bar: bool = True,
+        stop_request: StopRequest | None = None,
     ):
         super().__init__()
         self.eval_env = eval_env
@@ -74,6 +79,8 @@ class DSRLCallback(BaseCallback):
         self.last_eval_step = -1
         self.show_progress = progress_bar
         self.bar: tqdm | None = None
+        self.stop_request = stop_request
+        self.stopped_by: signal.Signals | None = None
 
     def counters(self) -> dict[str, int]:
         """What a resumed run needs to continue counting, evaluating and saving where this one stopped."""
@@ -90,6 +97,9 @@ class DSRLCallback(BaseCallback):
         if self.bar is not None:
             self.bar.update(new_steps)
         self.record_training_metrics()
+        if self.stop_request is not None and self.stop_request.signal is not None:
+            self.stopped_by = self.stop_request.signal
+            return False
         if self.eval_interval and self.env_steps >= self.next_eval:
             self.next_eval += self.eval_interval
             self.run_evaluation()
@@ -133,7 +143,7 @@ class DSRLCallback(BaseCallback):
         return self.checkpointer.save(self.model, self.counters(), self.wandb_run_id)
 
     def _on_training_end(self) -> None:
-        if self.last_eval_step != self.env_steps:
+        if self.stopped_by is None and self.last_eval_step != self.env_steps:
             self.run_evaluation()
         self.save()
         if self.bar is not None:

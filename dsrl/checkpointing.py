@@ -38,6 +38,7 @@ MUST_MATCH = (
     "env.name",
     "env.kwargs",
     "env.reward_offset",
+    "env.n_envs",
     "base_policy",
     "train.layer_size",
     "train.num_layers",
@@ -49,7 +50,8 @@ MUST_MATCH = (
     "train.noise_expansion",
     "train.agent_obs",
 )
-"""Settings a resumed run must share with the run it continues (dotted config keys)."""
+"""Settings a resumed run must share with the run it continues (dotted config keys); the replay
+buffer's shape depends on ``env.n_envs``."""
 
 
 def rng_states() -> dict[str, Any]:
@@ -168,7 +170,7 @@ def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
         if before != now:
             raise ValueError(
                 f"resume={run_dir!r}: its run has {key}={before!r}, this config has {now!r}; "
-                "a checkpoint only continues the same task, base policy and networks"
+                "a checkpoint only continues the same task, base policy, networks and number of train envs"
             )
     with open(latest_path) as f:
         entry = json.load(f)

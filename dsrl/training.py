@@ -24,6 +24,7 @@ from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation, embed
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
+from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.run_logging import make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
@@ -175,6 +176,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     :return: success_rate (tasks that report success), return_mean, return_std
         of the actor's mean noise
+    :raises RunInterrupted: SIGINT or SIGTERM stopped it (after a checkpoint; see :mod:`dsrl.interrupts`)
     """
     check_run_config(cfg)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
@@ -228,6 +230,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.set_logger(logger)
         video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run) if videos else None
         checkpoint_dir = os.path.join(run_dir, "checkpoints")
+        stop_request = StopRequest()
         callback = DSRLCallback(
             eval_env,
             total_env_steps=cfg.train.total_env_steps,
@@ -241,21 +244,29 @@ def run(cfg: DictConfig) -> dict[str, float]:
             video=video,
             resume=resume,
             progress_bar=cfg.progress_bar,
+            stop_request=stop_request,
         )
-        try:
-            model.learn(
-                total_timesteps=cfg.train.total_env_steps,
-                callback=callback,
-                log_interval=cfg.log_interval,
-                reset_num_timesteps=resume is None,
+        with stop_request:
+            try:
+                model.learn(
+                    total_timesteps=cfg.train.total_env_steps,
+                    callback=callback,
+                    log_interval=cfg.log_interval,
+                    reset_num_timesteps=resume is None,
+                )
+            except WORKER_ERRORS as exc:
+                latest = callback.checkpointer.latest()
+                raise RuntimeError(
+                    f"an environment worker process died ({type(exc).__name__}: {exc}) at env step "
+                    f"{callback.env_steps}; the run directory {run_dir} is intact, latest checkpoint: "
+                    f"{latest['model'] if latest else 'none yet'} (continue with resume={run_dir})"
+                ) from exc
+        if callback.stopped_by is not None:
+            raise RunInterrupted(
+                callback.stopped_by,
+                f"stopped by {callback.stopped_by.name} at env step {callback.env_steps}, checkpoint saved in "
+                f"{checkpoint_dir} (continue with resume={run_dir})",
             )
-        except WORKER_ERRORS as exc:
-            latest = callback.checkpointer.latest()
-            raise RuntimeError(
-                f"an environment worker process died ({type(exc).__name__}: {exc}) at env step {callback.env_steps}; "
-                f"the run directory {run_dir} is intact, latest checkpoint: "
-                f"{latest['model'] if latest else 'none yet'} (continue with resume={run_dir})"
-            ) from exc
         return callback.last_eval
     finally:
         if wandb_run is not None:

@@ -128,6 +128,54 @@ def test_resume_after_sigkill_continues_counters_and_curve(tmp_path):
     assert any(r["eval/success_rate"] for r in after)
 
 
+@pytest.mark.parametrize("stop_signal, vec_env", [(signal.SIGINT, "subproc"), (signal.SIGTERM, "dummy")])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, stop_signal, vec_env):
+    overrides = [f"run_dir={tmp_path}", *QUICK, "wandb.mode=disabled", "save_model_interval=0"]
+    overrides += [
+        "eval.interval_env_steps=400",
+        "train.total_env_steps=100000",
+        f"env.vec_env={vec_env}",
+        "env.n_envs=2",
+    ]
+    command = [sys.executable, str(REPO_ROOT / "train_dsrl.py"), f"--config-path={REPO_ROOT / 'cfg/steering'}"]
+    process = subprocess.Popen(
+        command + ["--config-name=dsrl_steering.yaml", *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+
+    def evaluated():
+        return os.path.isfile(tmp_path / "progress.csv") and any(r["eval/success_rate"] for r in progress(tmp_path))
+
+    while not evaluated() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert latest(tmp_path) is None, "no checkpoint before the signal (save_model_interval=0)"
+    if stop_signal == signal.SIGINT:
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the learner and its env workers
+    else:
+        process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop_signal, stderr[-2000:]
+    entry = latest(tmp_path)
+    assert entry and 400 <= entry["env_steps"] < 100000
+    assert f"stopped by {stop_signal.name} at env step {entry['env_steps']}" in stderr
+    assert f"resume={tmp_path}" in stderr
+    for key in ("model", "training_state", "replay_buffer"):
+        assert os.path.isfile(tmp_path / "checkpoints" / entry[key]), f"latest.json names a missing {key}"
+    evaluated = [float(r["train/env_steps"]) for r in progress(tmp_path) if r["eval/success_rate"]]
+    assert max(evaluated) < entry["env_steps"], "no final evaluation after the signal"
+
+    resumed_to = entry["env_steps"] + 200
+    with pytest.raises(ValueError, match="its run has env.n_envs=2, this config has 4"):
+        run(steering(tmp_path, "wandb.mode=disabled", f"resume={tmp_path}", f"train.total_env_steps={resumed_to}"))
+    resume = [f"resume={tmp_path}", f"train.total_env_steps={resumed_to}", "env.n_envs=2"]
+    run(steering(tmp_path, "wandb.mode=disabled", *resume))
+    assert latest(tmp_path)["env_steps"] >= resumed_to
+
+
 def snapshot(directory):
     return {p: (os.path.getsize(p), os.path.getmtime(p)) for p in glob.glob(f"{directory}/**", recursive=True)}
 

@@ -23,6 +23,7 @@ from dsrl.envs.pusht import check_pusht_config, make_pusht_env
 from dsrl.envs.robomimic import check_robomimic_config, make_robomimic_env
 from dsrl.envs.steering import SteeringEnv
 from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
+from dsrl.interrupts import ignoring_stop_signals
 
 
 def make_gym_env(name: str, max_episode_steps: int, **kwargs: Any) -> gym.Env:
@@ -119,9 +120,13 @@ def make_vec_env(
 ) -> VecEnv:
     """``n_envs`` copies of :func:`make_env` in the configured VecEnv (seed it with ``venv.seed``).
 
-    Rendering envs (``render``) always run in the learner's process.
+    Rendering envs (``render``) always run in the learner's process; subprocess
+    workers leave SIGINT and SIGTERM to it (see :mod:`dsrl.interrupts`).
     """
     check_env_config(env_cfg)
     env_cfg = dict(env_cfg)
     factory = partial(make_env, env_cfg, normalizer, chunk, cond_steps, render)
-    return VEC_ENVS["dummy" if render else env_cfg["vec_env"]]([factory] * n_envs)
+    vec_env = "dummy" if render else env_cfg["vec_env"]
+    if vec_env == "subproc":
+        factory = partial(ignoring_stop_signals, factory)
+    return VEC_ENVS[vec_env]([factory] * n_envs)
