@@ -4,10 +4,15 @@
 
 Overrides take Hydra's syntax (``train.steps=5000 policy_type=flow``).
 
-Writes ``state_<step>.pt`` (model and ema weights) every ``train.save_every``
-steps, ``state.pt`` (the last one's ema weights: what DSRL loads, and what is
-shipped), ``normalization.npz`` and ``card.yaml`` (data, training and the
-measured success rate / return of every checkpoint) into ``output_dir``.
+Writes ``state_<step>.pt`` (model and ema weights, and the training state a
+continuation needs) every ``train.save_every`` steps, ``state.pt`` (the last
+one's ema weights: what DSRL loads, and what is shipped), ``normalization.npz``
+and ``card.yaml`` (data, training and the measured success rate / return of
+every checkpoint) into ``output_dir``.
+
+Ctrl-C or SIGTERM stops it after the current step with a ``state_<step>.pt``
+(exit status 130 / 143); ``resume=true`` continues the run in ``output_dir``
+from its latest one, taking the same steps as a run that was never stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import glob
 import os
 import shutil
+import sys
 
 import torch
 import yaml
@@ -24,12 +30,14 @@ from stable_baselines3.common.utils import get_device
 from tqdm import tqdm
 
 from dsrl.base_policies import Normalizer, build_base_policy
-from dsrl.base_policies.checkpoint import save_checkpoint
+from dsrl.base_policies.base import NoisePolicy
 from dsrl.config import compose_task_config, user_path
 from dsrl.data.trajectories import chunk_pairs, load_dppo
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, evaluate
-from dsrl.pretrain import behaviour_clone
+from dsrl.files import write_atomic
+from dsrl.interrupts import RunInterrupted, StopRequest
+from dsrl.pretrain import BehaviourCloning
 
 
 def check_dataset(dataset_dir: str, base_cfg: dict) -> tuple[str, Normalizer]:
@@ -42,54 +50,58 @@ def check_dataset(dataset_dir: str, base_cfg: dict) -> tuple[str, Normalizer]:
     return train_path, normalizer
 
 
+def latest_checkpoint(out_dir: str) -> str | None:
+    """The ``state_<step>.pt`` in ``out_dir`` with the highest step, or None."""
+    paths = glob.glob(os.path.join(out_dir, "state_*.pt"))
+    return max(paths, key=lambda p: int(os.path.basename(p)[len("state_") : -len(".pt")]), default=None)
+
+
+def check_same_run(saved: dict, settings: dict, path: str, prefix: str = "") -> None:
+    """Raise a ValueError naming the first setting in which this config differs from the run that wrote ``path``."""
+    for key in sorted(set(saved) | set(settings)):
+        old, new = saved.get(key), settings.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            check_same_run(old, new, path, f"{prefix}{key}.")
+        elif old != new:
+            raise ValueError(f"resume=true: {prefix}{key} is {new!r} here but {old!r} in the run that wrote {path!r}")
+
+
 def pretrain(cfg: DictConfig) -> None:
-    """Run the behaviour cloning a pretrain config describes."""
+    """Run (or, with ``resume=true``, continue) the behaviour cloning a pretrain config describes."""
     task = compose_task_config(cfg.task_config, ["run_dir=unused"])
     base_cfg = OmegaConf.to_container(task.base_policy, resolve=True)
     for key in ("checkpoint", "normalization"):
         base_cfg.pop(key)
     base_cfg["type"] = cfg.policy_type
     out_dir = user_path(cfg.output_dir)
-    previous = glob.glob(os.path.join(out_dir, "state*.pt"))
-    if previous and not cfg.overwrite:
-        raise FileExistsError(f"output_dir {out_dir!r} already holds checkpoints; set overwrite=true to replace them")
+    latest = latest_checkpoint(out_dir)
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("resume=true and overwrite=true: continue the run in output_dir or replace it, not both")
+    if cfg.resume and latest is None:
+        raise FileNotFoundError(f"resume=true but output_dir {out_dir!r} holds no state_<step>.pt to continue from")
+    if latest and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(
+            f"output_dir {out_dir!r} already holds checkpoints; set overwrite=true to replace them "
+            "or resume=true to continue their run"
+        )
     env_cfg = OmegaConf.to_container(task.env, resolve=True)
     if cfg.eval.n_episodes:
         check_observations(env_cfg, base_cfg)
     dataset_dir = user_path(cfg.dataset)
     train_path, normalizer = check_dataset(dataset_dir, base_cfg)
     obs, chunks = chunk_pairs(load_dppo(train_path), base_cfg["horizon_steps"], base_cfg["cond_steps"])
+    train_cfg = OmegaConf.to_container(cfg.train)
+    settings = {
+        "policy": base_cfg,
+        "dataset": dataset_dir,
+        "train": {k: v for k, v in train_cfg.items() if k != "save_every"},
+        "seed": cfg.seed,
+    }
 
     device = get_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    policy = build_base_policy(base_cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    for path in previous:  # overwrite=true: no checkpoint of an earlier run stays beside the new ones
-        os.remove(path)
-    shutil.copyfile(os.path.join(dataset_dir, "normalization.npz"), os.path.join(out_dir, "normalization.npz"))
-    snapshots = []
-    bar = tqdm(total=cfg.train.steps, desc="behaviour cloning")
-
-    def on_step(step: int, loss: float, ema) -> None:
-        bar.update()
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if step % cfg.train.save_every and step != cfg.train.steps:
-            return
-        path = os.path.join(out_dir, f"state_{step}.pt")
-        save_checkpoint(path, policy, ema, epoch=step)
-        record = {"step": step, "checkpoint": os.path.basename(path), "loss": round(loss, 5)}
-        if cfg.eval.n_episodes:
-            venv = make_vec_env(
-                dict(env_cfg, vec_env="subproc"), normalizer, ema.chunk, ema.cond_steps, cfg.eval.n_envs
-            )
-            result = evaluate(BasePolicyAgent(ema, seed=cfg.seed), venv, cfg.eval.n_episodes, False, cfg.eval.seed)
-            venv.close()
-            record.update({k: round(v, 4) for k, v in result.items()})
-        snapshots.append(record)
-        tqdm.write(str(record))
-
-    behaviour_clone(
-        policy,
+    cloning = BehaviourCloning(
+        build_base_policy(base_cfg),
         obs,
         chunks,
         steps=cfg.train.steps,
@@ -100,15 +112,54 @@ def pretrain(cfg: DictConfig) -> None:
         ema_decay=cfg.train.ema_decay,
         seed=cfg.seed,
         device=device,
-        on_step=on_step,
     )
+    snapshots: list[dict] = []
+    if cfg.resume:
+        saved = torch.load(latest, map_location="cpu", weights_only=True)
+        if "settings" not in saved:
+            raise ValueError(f"resume=true: {latest!r} holds weights only, not a training state to continue from")
+        check_same_run(saved["settings"], settings, latest)
+        cloning.load_state_dict(saved)
+        snapshots = saved["snapshots"]
+    else:
+        os.makedirs(out_dir, exist_ok=True)
+        for path in glob.glob(os.path.join(out_dir, "state*.pt")):  # overwrite=true: no earlier run's file stays
+            os.remove(path)
+        shutil.copyfile(os.path.join(dataset_dir, "normalization.npz"), os.path.join(out_dir, "normalization.npz"))
+
+    def save() -> str:
+        path = os.path.join(out_dir, f"state_{cloning.step}.pt")
+        state = dict(cloning.state_dict(), epoch=cloning.step, settings=settings, snapshots=snapshots)
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
+        return path
+
+    bar = tqdm(total=cfg.train.steps, initial=cloning.step, desc="behaviour cloning")
+    with StopRequest() as stop:
+        while cloning.step < cfg.train.steps:
+            loss = cloning.train_step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.4f}")
+            path = None
+            if cloning.step % cfg.train.save_every == 0 or cloning.step == cfg.train.steps:
+                record = {"step": cloning.step, "checkpoint": f"state_{cloning.step}.pt", "loss": round(loss, 5)}
+                if cfg.eval.n_episodes:
+                    record.update(evaluate_policy(cloning.ema, env_cfg, normalizer, cfg))
+                snapshots.append(record)
+                path = save()
+                tqdm.write(str(record))
+            if stop.signal is not None:
+                bar.close()
+                raise RunInterrupted(
+                    stop.signal,
+                    f"stopped by {stop.signal.name} at step {cloning.step}, training state saved in {path or save()} "
+                    "(continue with resume=true)",
+                )
     bar.close()
-    final = torch.load(os.path.join(out_dir, f"state_{cfg.train.steps}.pt"), weights_only=True)
-    torch.save({"epoch": final["epoch"], "ema": final["ema"]}, os.path.join(out_dir, "state.pt"))
+    torch.save({"epoch": cloning.step, "ema": cloning.ema.state_dict()}, os.path.join(out_dir, "state.pt"))
     card = {
         "policy": base_cfg,
         "dataset": {"path": cfg.dataset, "steps": len(obs)},
-        "training": OmegaConf.to_container(cfg.train),
+        "training": train_cfg,
         "evaluation": f"{cfg.eval.n_episodes} episodes per checkpoint, noise ~ N(0, I) clipped at 3, "
         f"env seed {cfg.eval.seed}",
         "checkpoints": snapshots,
@@ -119,13 +170,25 @@ def pretrain(cfg: DictConfig) -> None:
     print(f"wrote {out_dir}")
 
 
+def evaluate_policy(policy: NoisePolicy, env_cfg: dict, normalizer: Normalizer, cfg: DictConfig) -> dict[str, float]:
+    """Success rate and return of ``policy`` with noise ~ N(0, I) over ``cfg.eval.n_episodes`` episodes."""
+    venv = make_vec_env(dict(env_cfg, vec_env="subproc"), normalizer, policy.chunk, policy.cond_steps, cfg.eval.n_envs)
+    result = evaluate(BasePolicyAgent(policy, seed=cfg.seed), venv, cfg.eval.n_episodes, False, cfg.eval.seed)
+    venv.close()
+    return {k: round(v, 4) for k, v in result.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-path", required=True, help="directory of the pretrain config")
     parser.add_argument("--config-name", required=True, help="pretrain config file name")
     parser.add_argument("overrides", nargs="*", help="Hydra-style overrides, e.g. dataset=DIR train.steps=5000")
     args = parser.parse_args()
-    pretrain(compose_task_config(os.path.join(args.config_path, args.config_name), args.overrides))
+    try:
+        pretrain(compose_task_config(os.path.join(args.config_path, args.config_name), args.overrides))
+    except RunInterrupted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_status)
 
 
 if __name__ == "__main__":

@@ -127,19 +127,44 @@ def test_flow_policy_integrates_euler_steps_from_the_noise():
     torch.testing.assert_close(policy(obs, noise), x)
 
 
-def test_bc_loss_decreases_for_both_policy_types():
-    from dsrl.pretrain import behaviour_clone
-
+def bc_data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     obs = rng.uniform(-1, 1, (512, 3)).astype(np.float32)
-    actions = np.repeat(np.tanh(obs[:, :2])[:, None], 4, axis=1).astype(np.float32)
+    return obs, np.repeat(np.tanh(obs[:, :2])[:, None], 4, axis=1).astype(np.float32)
+
+
+def test_bc_loss_decreases_for_both_policy_types():
+    from dsrl.pretrain import BehaviourCloning
+
     for cfg in (SMALL_POLICY, SMALL_FLOW_POLICY):
-        policy = build_base_policy(cfg)
-        losses = []
-        behaviour_clone(
-            policy, obs, actions, steps=300, batch_size=128, on_step=lambda step, loss, ema: losses.append(loss)
-        )
+        cloning = BehaviourCloning(build_base_policy(cfg), *bc_data(), steps=300, batch_size=128)
+        losses = [cloning.train_step() for _ in range(300)]
         assert np.mean(losses[-30:]) < 0.5 * np.mean(losses[:30])
+
+
+def test_bc_resumed_from_its_state_dict_takes_the_same_steps(tmp_path):
+    from dsrl.pretrain import BehaviourCloning
+
+    def cloning() -> BehaviourCloning:
+        torch.manual_seed(0)
+        return BehaviourCloning(build_base_policy(SMALL_POLICY), *bc_data(), steps=40, batch_size=32, warmup_steps=5)
+
+    straight = cloning()
+    for _ in range(40):
+        straight.train_step()
+    stopped = cloning()
+    for _ in range(25):
+        stopped.train_step()
+    torch.save(stopped.state_dict(), tmp_path / "state.pt")
+    torch.randn(100)  # the process that resumes has drawn other random numbers
+    resumed = cloning()
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert resumed.step == 25 and resumed.scheduler.get_last_lr() == stopped.scheduler.get_last_lr()
+    losses = [resumed.train_step() for _ in range(15)]
+    assert resumed.step == 40 and np.isfinite(losses).all()
+    for name in ("policy", "ema"):
+        for a, b in zip(getattr(resumed, name).state_dict().values(), getattr(straight, name).state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_normalizer_round_trip_and_missing_array(tmp_path):

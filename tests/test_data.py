@@ -1,15 +1,22 @@
 """Datasets: DPPO npz and Robomimic hdf5 round trips, conversion, chunking, offline transitions."""
 
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import run_script
 
 from dsrl.base_policies.normalization import Normalizer
+from dsrl.config import REPO_ROOT
 from dsrl.data.offline import chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
 from dsrl.data.trajectories import Trajectories, chunk_pairs, join_dppo, load_dppo, record_episode
@@ -213,3 +220,45 @@ def test_pretrain_script_lowers_the_loss_and_never_overwrites_silently(tmp_path)
     again = run_script(*pretrain[:-3], "train.steps=40", "train.save_every=40", "eval.n_episodes=0", "overwrite=true")
     assert again.returncode == 0, again.stderr
     assert "state_30.pt" not in os.listdir(out) and "state_40.pt" in os.listdir(out), "no stale checkpoint is left"
+
+
+def test_pretrain_stopped_by_ctrl_c_resumes_to_the_weights_of_an_unstopped_run(tmp_path):
+    data = tmp_path / "steering"
+    assert run_script("scripts/make_dataset.py", "steering", "--out", str(data), "--episodes", "20").returncode == 0
+    pretrain = ["scripts/pretrain.py", "--config-path=cfg/pretrain", "--config-name=steering.yaml", f"dataset={data}"]
+    pretrain += ["train.steps=600", "train.batch_size=64", "train.save_every=25", "eval.n_episodes=0"]
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    process = subprocess.Popen(
+        [sys.executable, *pretrain, f"output_dir={stopped}"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not os.path.isfile(stopped / "state_25.pt") and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-2000:]
+    (step,) = re.findall(r"stopped by SIGINT at step (\d+), training state saved in \S+state_\1.pt", stderr)
+    assert 25 <= int(step) < 600 and "(continue with resume=true)" in stderr
+    assert not os.path.isfile(stopped / "state.pt") and not os.path.isfile(stopped / "card.yaml")
+
+    other_schedule = run_script(*pretrain, f"output_dir={stopped}", "resume=true", "train.steps=5000")
+    assert other_schedule.returncode != 0
+    assert "resume=true: train.steps is 5000 here but 600 in the run that wrote" in other_schedule.stderr
+    both = run_script(*pretrain, f"output_dir={stopped}", "resume=true", "overwrite=true")
+    assert both.returncode != 0 and "resume=true and overwrite=true" in both.stderr
+    nothing = run_script(*pretrain, f"output_dir={straight}", "resume=true")
+    assert nothing.returncode != 0 and "holds no state_<step>.pt to continue from" in nothing.stderr
+
+    resumed = run_script(*pretrain, f"output_dir={stopped}", "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_script(*pretrain, f"output_dir={straight}").returncode == 0
+    with open(stopped / "card.yaml") as f:
+        assert [c["step"] for c in yaml.safe_load(f)["checkpoints"]] == list(range(25, 601, 25))
+    weights = [torch.load(d / "state.pt", weights_only=True)["ema"] for d in (stopped, straight)]
+    for key, value in weights[1].items():
+        torch.testing.assert_close(weights[0][key], value, rtol=0, atol=0, msg=key)
