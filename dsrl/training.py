@@ -37,6 +37,16 @@ WORKER_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
 """What SB3's SubprocVecEnv raises in the learner when a worker process has died."""
 
 
+def training_device(cfg: DictConfig) -> torch.device:
+    """The device ``cfg.device`` names; on CUDA, float32 matmuls and convolutions are set to TF32 when ``cfg.tf32``."""
+    device = get_device(cfg.device)
+    if device.type == "cuda":
+        precision = "tf32" if cfg.tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    return device
+
+
 def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, Any]:
     """SB3 SAC arguments shared by both variants, from ``cfg.train``."""
     train = cfg.train
@@ -187,7 +197,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             f"resume={cfg.resume!r} has already run {resume.counters['env_steps']} env steps >= "
             f"train.total_env_steps={cfg.train.total_env_steps}; raise train.total_env_steps to continue it"
         )
-    device = get_device(cfg.device)
+    device = training_device(cfg)
     run_dir = resume.run_dir if resume else user_path(cfg.run_dir)
 
     base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)

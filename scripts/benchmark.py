@@ -49,7 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from dsrl.base_policies import build_base_policy
 from dsrl.config import compose_task_config, repo_path
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
-from dsrl.training import build_agent, run
+from dsrl.training import build_agent, run, training_device
 
 CONFIGS = {
     "hopper": ("cfg/gym/dsrl_hopper.yaml", []),
@@ -158,6 +158,7 @@ def floor_update(model, cfg: DictConfig, device: torch.device) -> Callable[[], N
 def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, extra: list[str]) -> dict[str, float]:
     path, overrides = CONFIGS[name]
     cfg = compose_task_config(repo_path(path), ["run_dir=unused", f"device={device}", *overrides, *extra])
+    training_device(cfg)  # TF32 on CUDA as in a run (cfg.tf32)
     torch.manual_seed(seed)
     base = build_base_policy(OmegaConf.to_container(cfg.base_policy, resolve=True)).to(device).freeze()
     chunk_dim = base.chunk * base.action_dim

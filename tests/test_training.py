@@ -187,3 +187,21 @@ def test_offline_data_enters_the_replay_buffer_and_must_share_normalization(tmp_
     assert model.replay_buffer.rewards[: model.replay_buffer.pos].sum() == pytest.approx(
         transitions["rewards"][:added].sum()
     )
+
+
+@pytest.mark.parametrize("tf32, precision", [(True, "tf32"), (False, "ieee")])
+def test_tf32_is_set_on_cuda_only(monkeypatch, tf32, precision):
+    import dsrl.training
+
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = matmul.fp32_precision, conv.fp32_precision
+    cfg = compose_task_config(STEERING_CONFIG, ["run_dir=unused", "device=cpu", f"tf32={tf32}"])
+    try:
+        matmul.fp32_precision = conv.fp32_precision = "none"
+        assert dsrl.training.training_device(cfg) == torch.device("cpu")
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("none", "none"), "a CPU run's numerics are untouched"
+        monkeypatch.setattr(dsrl.training, "get_device", lambda name: torch.device("cuda"))  # no CUDA call is made
+        assert dsrl.training.training_device(cfg) == torch.device("cuda")
+        assert (matmul.fp32_precision, conv.fp32_precision) == (precision, precision)
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before
