@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from dsrl.checkpointing import Checkpointer, Resume
-from dsrl.evaluation import evaluate
+from dsrl.evaluation import EvaluationStopped, evaluate
 from dsrl.interrupts import StopRequest
 from dsrl.video import EvalVideo
 
@@ -40,7 +40,8 @@ class DSRLCallback(BaseCallback):
     :param resume: the checkpoint a resumed run continues from (its counters are restored)
     :param progress_bar: show a console bar of simulator steps with steps/s and the latest evaluation
     :param stop_request: when it records a signal, stop after the current step with a checkpoint and no
-        final evaluation (``stopped_by`` then names the signal)
+        final evaluation (``stopped_by`` then names the signal); an evaluation under way is abandoned
+        unlogged and runs again first thing after a resume
     """
 
     def __init__(
@@ -97,12 +98,12 @@ class DSRLCallback(BaseCallback):
         if self.bar is not None:
             self.bar.update(new_steps)
         self.record_training_metrics()
-        if self.stop_request is not None and self.stop_request.signal is not None:
-            self.stopped_by = self.stop_request.signal
-            return False
+        if self.stop_requested():
+            return self.stop()
         if self.eval_interval and self.env_steps >= self.next_eval:
+            if not self.run_evaluation(stoppable=True):
+                return self.stop()
             self.next_eval += self.eval_interval
-            self.run_evaluation()
         if self.save_interval and self.env_steps >= self.next_save:
             self.next_save += self.save_interval
             self.save()
@@ -120,16 +121,28 @@ class DSRLCallback(BaseCallback):
         if self.model.ep_success_buffer:
             self.logger.record("train/success_rate", float(np.mean(self.model.ep_success_buffer)))
 
-    def run_evaluation(self) -> dict[str, float]:
+    def stop_requested(self) -> bool:
+        return self.stop_request is not None and self.stop_request.signal is not None
+
+    def stop(self) -> bool:
+        self.stopped_by = self.stop_request.signal
+        return False
+
+    def run_evaluation(self, stoppable: bool = False) -> bool:
+        """Evaluate and log; False (nothing logged) when ``stoppable`` and a stop request cut it short."""
+        stop = self.stop_requested if stoppable else None
+        try:
+            results = {"": evaluate(self.model, self.eval_env, self.eval_episodes, True, self.seed, stop)}
+            if self.eval_stochastic:
+                results["stochastic_"] = evaluate(self.model, self.eval_env, self.eval_episodes, False, self.seed, stop)
+        except EvaluationStopped:
+            return False
         self.last_eval_step = self.env_steps
         self.n_evals += 1
-        self.last_eval = evaluate(self.model, self.eval_env, self.eval_episodes, True, self.seed)
-        for key, value in self.last_eval.items():
-            self.logger.record(f"eval/{key}", value)
-        if self.eval_stochastic:
-            stochastic = evaluate(self.model, self.eval_env, self.eval_episodes, False, self.seed)
-            for key, value in stochastic.items():
-                self.logger.record(f"eval/stochastic_{key}", value)
+        self.last_eval = results[""]
+        for prefix, result in results.items():
+            for key, value in result.items():
+                self.logger.record(f"eval/{prefix}{key}", value)
         if self.video is not None:
             self.video.after_evaluation(self.model, self.n_evals, self.env_steps)
         if self.bar is not None:
@@ -137,7 +150,7 @@ class DSRLCallback(BaseCallback):
         self.record_training_metrics()
         self.logger.dump(self.num_timesteps)
         self.record_training_metrics()  # the dump cleared them; SB3 may dump its own stats in this same step
-        return self.last_eval
+        return True
 
     def save(self) -> str:
         return self.checkpointer.save(self.model, self.counters(), self.wandb_run_id)

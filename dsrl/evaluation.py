@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -58,16 +58,30 @@ class ConstantNoiseAgent(NoiseAgent):
         return torch.full(shape, self.value, device=self.policy.device)
 
 
-def evaluate(agent: Any, env: VecEnv, n_episodes: int, deterministic: bool, seed: int) -> dict[str, float]:
+class EvaluationStopped(Exception):
+    """An evaluation abandoned because its ``stop`` callable asked for it."""
+
+
+def evaluate(
+    agent: Any,
+    env: VecEnv,
+    n_episodes: int,
+    deterministic: bool,
+    seed: int,
+    stop: Callable[[], bool] | None = None,
+) -> dict[str, float]:
     """Return (and success rate, for tasks that report success) over ``n_episodes`` episodes of ``env``.
 
     ``env`` is reseeded with ``seed``; ``agent`` is anything with SB3's
-    ``predict`` whose actions ``env`` takes.
+    ``predict`` whose actions ``env`` takes. ``stop()`` is asked after every
+    step of every env; when it returns True, :class:`EvaluationStopped` is raised.
     """
     env.seed(seed)
     successes: list[bool] = []
 
     def record_success(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
+        if stop is not None and stop():
+            raise EvaluationStopped
         if local_vars["done"] and "is_success" in local_vars["info"]:
             successes.append(bool(local_vars["info"]["is_success"]))
 

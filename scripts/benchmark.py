@@ -247,7 +247,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = get_device(args.device)
-    torch.set_float32_matmul_precision("high")
     report = {
         "device": str(device),
         "torch": torch.__version__,

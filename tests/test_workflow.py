@@ -16,6 +16,7 @@ from conftest import HOPPER_CONFIG, STEERING_CONFIG
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dsrl.config import REPO_ROOT, compose_task_config
+from dsrl.interrupts import RunInterrupted
 from dsrl.run_logging import read_wandb_run
 from dsrl.training import prepare_renderer, run
 
@@ -174,6 +175,30 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, stop_signal
     resume = [f"resume={tmp_path}", f"train.total_env_steps={resumed_to}", "env.n_envs=2"]
     run(steering(tmp_path, "wandb.mode=disabled", *resume))
     assert latest(tmp_path)["env_steps"] >= resumed_to
+
+
+def test_a_stop_during_an_evaluation_abandons_it_and_the_resumed_run_evaluates_first(tmp_path, monkeypatch):
+    import dsrl.callbacks
+
+    evaluate = dsrl.callbacks.evaluate
+
+    def ctrl_c_as_the_first_evaluation_starts(*args, **kwargs):
+        monkeypatch.setattr(dsrl.callbacks, "evaluate", evaluate)
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(dsrl.callbacks, "evaluate", ctrl_c_as_the_first_evaluation_starts)
+    overrides = ["wandb.mode=disabled", "eval.interval_env_steps=400"]
+    with pytest.raises(RunInterrupted, match="stopped by SIGINT at env step"):
+        run(steering(tmp_path, *overrides, "train.total_env_steps=100000"))
+    stopped_at = latest(tmp_path)["env_steps"]
+    assert 400 <= stopped_at < 500, "stopped in the step that began the evaluation"
+    assert not any(r.get("eval/return_mean") for r in progress(tmp_path)), "the abandoned evaluation is not logged"
+
+    run(steering(tmp_path, *overrides, f"resume={tmp_path}", f"train.total_env_steps={stopped_at + 200}"))
+    evaluated = [float(r["train/env_steps"]) for r in progress(tmp_path) if r.get("eval/return_mean")]
+    assert stopped_at < evaluated[0] < stopped_at + 50, "the resumed run evaluates in its first step"
+    assert evaluated[-1] >= stopped_at + 200
 
 
 def snapshot(directory):
