@@ -3,6 +3,7 @@
     python scripts/plot.py runs/robomimic_can/multirun_*/*_seed* --out docs/figures/can
     python scripts/plot.py runs/can/* --metric eval/return_mean --out docs/figures/can_return \\
         --group "DSRL-NA=runs/can/*dsrl_na*" --group "DSRL-SAC=runs/can/*dsrl_sac*"
+    python scripts/plot.py runs/hopper/* --metric eval/return_mean --reference "base policy=469" --out hopper
 
 Each RUN_DIR is a directory a run wrote (``train_dsrl.py`` or ``dsrl.training.run``).
 Its metrics are read from ``progress.csv``; a run without one is read from its
@@ -20,7 +21,8 @@ Several seeds of a curve are interpolated onto the union of their evaluation
 steps inside the range they all cover (from the latest first evaluation to the
 earliest last one) and drawn as their mean with a 95% Student-t interval
 (mean ± t(0.975, n-1) · std / sqrt(n)); the y axis spans the seeds' values, so
-the wide band of two or three seeds may be cut at its edges. Writes OUT.png and
+the wide band of two or three seeds may be cut at its edges. Each
+``--reference LABEL=VALUE`` is a dashed horizontal line (the base policy alone). Writes OUT.png and
 OUT.svg and prints, per curve, the final value: the mean ± 95% t-interval over
 seeds of each seed's last evaluation.
 """
@@ -186,12 +188,26 @@ def common_grid(seeds: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
     return grid, np.stack([np.interp(grid, steps, values) for steps, values in seeds])
 
 
-def plot(curves: dict[str, list[str]], metric: str, out: str) -> list[str]:
+def parse_references(rules: list[str]) -> dict[str, float]:
+    """``LABEL=VALUE`` rules as {label: value}."""
+    references = {}
+    for rule in rules:
+        label, _, value = rule.rpartition("=")
+        try:
+            references[label] = float(value)
+        except ValueError:
+            label = ""
+        if not label:
+            raise ValueError(f"--reference {rule!r} is not LABEL=NUMBER")
+    return references
+
+
+def plot(curves: dict[str, list[str]], metric: str, out: str, references: dict[str, float] | None = None) -> Figure:
     """Draw each curve's seed mean and 95% band, save ``out``.png and .svg, print each curve's final value.
 
-    The y axis spans the seeds' own values: a wider band (few seeds) is cut at its edges.
-
-    :return: the paths written
+    ``references`` are drawn as dashed horizontal lines (e.g. the base policy
+    alone). The y axis spans the seeds' own values and the references: a wider
+    band (few seeds) is cut at its edges.
     """
     figure = Figure(figsize=(6, 4), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
@@ -205,7 +221,7 @@ def plot(curves: dict[str, list[str]], metric: str, out: str) -> list[str]:
         if len(seeds) > 1:
             half = t_interval(values)
             axes.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
-        drawn.append(values)
+        drawn.append(values.ravel())
         finals = np.array([ys[-1] for _, ys in seeds])
         last_steps = [int(steps[-1]) for steps, _ in seeds]
         interval = f"± {t_interval(finals):.4f} (95% t-interval)" if len(seeds) > 1 else "(one seed, no interval)"
@@ -213,6 +229,9 @@ def plot(curves: dict[str, list[str]], metric: str, out: str) -> list[str]:
             f"{label}: final {metric} = {finals.mean():.4f} {interval}, {len(seeds)} seed(s), "
             f"last evaluations at env steps {min(last_steps)}-{max(last_steps)}"
         )
+    for label, value in (references or {}).items():
+        axes.axhline(value, linestyle="--", color="0.4", linewidth=1, label=f"{label} ({value:g})")
+        drawn.append(np.array([value]))
     low, high = min(v.min() for v in drawn), max(v.max() for v in drawn)
     margin = 0.05 * (high - low) or 0.05 * max(abs(high), 1.0)
     axes.set_ylim(low - margin, high + margin)
@@ -221,11 +240,10 @@ def plot(curves: dict[str, list[str]], metric: str, out: str) -> list[str]:
     axes.grid(alpha=0.3)
     axes.legend()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    paths = [f"{out}.png", f"{out}.svg"]
-    for path in paths:
+    for path in (f"{out}.png", f"{out}.svg"):
         figure.savefig(path)
         print(f"wrote {path}")
-    return paths
+    return figure
 
 
 def main() -> None:
@@ -236,10 +254,17 @@ def main() -> None:
     parser.add_argument(
         "--group", action="append", default=[], metavar="LABEL=GLOB", help="one curve of the runs matching GLOB"
     )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help='a dashed horizontal line, e.g. "base policy=469"',
+    )
     args = parser.parse_args()
     run_dirs = [os.path.normpath(run_dir) for run_dir in args.run_dirs]
     try:
-        plot(group_runs(run_dirs, args.group), args.metric, args.out)
+        plot(group_runs(run_dirs, args.group), args.metric, args.out, parse_references(args.reference))
     except ValueError as error:
         raise SystemExit(f"plot.py: error: {error}") from error
 

@@ -124,3 +124,20 @@ def test_missing_metric_and_non_run_directory_fail_naming_the_path(runs, tmp_pat
     with pytest.raises(SystemExit, match=rf"'{re.escape(str(empty))}' is not a run directory: it has no progress.csv"):
         plot.main()
     assert not os.path.exists(tmp_path / "f.png")
+
+
+def test_a_reference_is_a_labelled_dashed_line_inside_the_y_range(runs, tmp_path, monkeypatch):
+    plot = load_plot_module()
+    references = plot.parse_references(["base policy=-0.5", "a=b=2"])
+    assert references == {"base policy": -0.5, "a=b": 2.0}
+    figure = plot.plot({"DSRL-NA": runs}, "eval/success_rate", str(tmp_path / "f"), references)
+    axes = figure.axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert list(lines["base policy (-0.5)"].get_ydata()) == [-0.5, -0.5]
+    assert lines["base policy (-0.5)"].get_linestyle() == "--"
+    low, high = axes.get_ylim()
+    assert low < -0.5 and high > 2.0, "success rates lie in [0, 1]; the references widen the range"
+    for rule in ("base policy", "base=high", "=0.3"):
+        monkeypatch.setattr(sys, "argv", ["plot.py", *runs, "--out", str(tmp_path / "g"), "--reference", rule])
+        with pytest.raises(SystemExit, match=f"--reference {rule!r} is not LABEL=NUMBER"):
+            plot.main()
