@@ -22,9 +22,9 @@ steps inside the range they all cover (from the latest first evaluation to the
 earliest last one) and drawn as their mean with a 95% Student-t interval
 (mean ± t(0.975, n-1) · std / sqrt(n)); the y axis spans the seeds' values, so
 the wide band of two or three seeds may be cut at its edges. Each
-``--reference LABEL=VALUE`` is a dashed horizontal line (the base policy alone). Writes OUT.png and
-OUT.svg and prints, per curve, the final value: the mean ± 95% t-interval over
-seeds of each seed's last evaluation.
+``--reference LABEL=VALUE`` is a dashed horizontal line (the base policy
+alone). Writes OUT.png and OUT.svg and prints, per curve, the final value: the
+mean ± 95% t-interval over seeds of each seed's last evaluation.
 """
 
 from __future__ import annotations
