@@ -59,7 +59,7 @@ class BehaviourCloning:
     ):
         if len(obs) != len(actions):
             raise ValueError(f"obs has {len(obs)} rows but actions has {len(actions)}")
-        self.steps, self.batch_size, self.ema_decay, self.device = steps, batch_size, ema_decay, torch.device(device)
+        self.batch_size, self.ema_decay, self.device = batch_size, ema_decay, torch.device(device)
         self.step = 0
         self.generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
