@@ -40,18 +40,21 @@ MUST_MATCH = (
     "env.reward_offset",
     "env.n_envs",
     "base_policy",
-    "train.layer_size",
-    "train.num_layers",
-    "train.n_critics",
-    "train.activation",
-    "train.layer_norm",
-    "train.action_magnitude",
-    "train.noise_action_dim",
-    "train.noise_expansion",
-    "train.agent_obs",
+    "train",
 )
-"""Settings a resumed run must share with the run it continues (dotted config keys); the replay
-buffer's shape depends on ``env.n_envs``."""
+"""Settings a resumed run must share with the run it continues (dotted config keys; a section means
+each of its settings): the saved model keeps its own hyperparameters, so a changed one would be
+ignored, and the replay buffer's shape depends on ``env.n_envs``."""
+MAY_CHANGE = ("train.total_env_steps",)
+"""Settings inside :data:`MUST_MATCH` that a resumed run may change."""
+
+
+def settings(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """The value of ``key`` in ``cfg``, or of each setting under it when it is a section, by dotted key."""
+    value = OmegaConf.select(cfg, key)
+    if not OmegaConf.is_dict(value):
+        return {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value}
+    return {k: v for name in value for k, v in settings(cfg, f"{key}.{name}").items()}
 
 
 def rng_states() -> dict[str, Any]:
@@ -164,14 +167,14 @@ def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
         raise ValueError(f"resume={run_dir!r} has no finished checkpoint yet (no checkpoints/{LATEST})")
     saved = OmegaConf.load(config_path)
     for key in MUST_MATCH:
-        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
-        if OmegaConf.is_config(before):
-            before, now = OmegaConf.to_container(before, resolve=True), OmegaConf.to_container(now, resolve=True)
-        if before != now:
-            raise ValueError(
-                f"resume={run_dir!r}: its run has {key}={before!r}, this config has {now!r}; "
-                "a checkpoint only continues the same task, base policy, networks and number of train envs"
-            )
+        before, now = settings(saved, key), settings(cfg, key)
+        for name in sorted(before.keys() | now.keys()):
+            if name not in MAY_CHANGE and before.get(name) != now.get(name):
+                raise ValueError(
+                    f"resume={run_dir!r}: its run has {name}={before.get(name)!r}, this config has "
+                    f"{now.get(name)!r}; a checkpoint only continues the same task, base policy, number of train "
+                    "envs and training settings (only train.total_env_steps may change)"
+                )
     with open(latest_path) as f:
         entry = json.load(f)
     directory = os.path.dirname(latest_path)

@@ -205,7 +205,7 @@ def snapshot(directory):
     return {p: (os.path.getsize(p), os.path.getmtime(p)) for p in glob.glob(f"{directory}/**", recursive=True)}
 
 
-def test_resume_refuses_another_task_or_a_non_run_directory(tmp_path, hopper_files):
+def test_resume_refuses_another_task_other_training_settings_or_a_non_run_directory(tmp_path, hopper_files):
     run_dir = tmp_path / "run"
     run(steering(run_dir, "wandb.mode=disabled", "train.total_env_steps=300", "eval.interval_env_steps=0"))
     before = snapshot(run_dir)
@@ -224,6 +224,9 @@ def test_resume_refuses_another_task_or_a_non_run_directory(tmp_path, hopper_fil
         run(hopper)
     with pytest.raises(ValueError, match="is not a DSRL run directory"):
         run(steering(tmp_path / "new", f"resume={run_dir / 'checkpoints'}", "train.total_env_steps=600"))
+    changed = r"its run has train.utd=2, this config has 3; .*\(only train.total_env_steps may change\)"
+    with pytest.raises(ValueError, match=changed):
+        run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600", "train.utd=3"))
     with pytest.raises(ValueError, match="raise train.total_env_steps to continue it"):
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=300"))
     assert snapshot(run_dir) == before
