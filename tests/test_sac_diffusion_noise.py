@@ -99,7 +99,7 @@ def test_replay_buffer_stores_real_chunks(steering_policy):
 
 
 def test_distillation_noise_respects_action_magnitude(steering_policy):
-    model = make_model(steering_policy)
+    model = make_model(steering_policy, precompute_distillation=False)  # a fresh batch per distillation step
     model.learn(30)
     seen = []
     original = model.denoise
