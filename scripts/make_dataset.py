@@ -26,6 +26,10 @@ Datasets joined into one (e.g. the same expert run with other seeds; bounds are 
 
     python scripts/make_dataset.py join --out data/pusht/state data/pusht/state_seed0 data/pusht/state_seed1
 
+The scripted collections (robomimic, fetch, pusht) keep each success in <out>/partial/ until the dataset is
+written: one stopped (Ctrl-C, a kill) continues from its last finished episode when the same command is run
+again, and gives the same dataset as one never stopped.
+
 A Robomimic hdf5 of your own (e.g. can/mh/low_dim_v15.hdf5), converted the same way:
 
     python scripts/make_dataset.py convert --hdf5 low_dim_v15.hdf5 --task can --out data/robomimic/can_mh
@@ -36,6 +40,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sys
 
 import numpy as np
 
@@ -68,35 +74,47 @@ def make_gym(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def make_robomimic(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
+def work_dir(args: argparse.Namespace) -> str:
+    """Where a scripted collection keeps its episodes until the dataset is written (see dsrl.data.collection)."""
+    return os.path.join(args.out, "partial")
 
+
+def collection_settings(args: argparse.Namespace) -> dict:
+    """The arguments that make a scripted collection's episodes (a stopped one continues only with the same)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "out", "demos", "seed")}
+
+
+def make_robomimic(args: argparse.Namespace) -> None:
+    from dsrl.data.collection import collect_until_successes
     from dsrl.data.robomimic_experts import EXPERTS, run_expert_episode
     from dsrl.data.robomimic_hdf5 import write_demos
     from dsrl.envs.robomimic import MAX_EPISODE_STEPS, env_meta_path, load_env_meta, make_robomimic_env
 
     env = make_robomimic_env(args.task, MAX_EPISODE_STEPS[args.task])
-    expert = EXPERTS[args.task](env, np.random.default_rng(args.seed), noise=args.noise)
-    demos, attempts = [], 0
-    with tqdm(total=args.demos, desc=f"{args.task} demos") as bar:
-        while len(demos) < args.demos:
-            steps, success = run_expert_episode(expert, args.seed * 1_000_003 + attempts, MAX_EPISODE_STEPS[args.task])
-            attempts += 1
-            if success:
-                demos.append(steps)
-                bar.update()
-    os.makedirs(args.out, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    expert = EXPERTS[args.task](env, rng, noise=args.noise)
+    demos, attempts = collect_until_successes(
+        lambda seed: run_expert_episode(expert, seed, MAX_EPISODE_STEPS[args.task]),
+        args.demos,
+        args.seed,
+        rng,
+        work_dir(args),
+        collection_settings(args),
+    )
     hdf5_path = os.path.join(args.out, "demos.hdf5")
     write_demos(hdf5_path, load_env_meta(env_meta_path(args.task)), demos)
     print(f"scripted {args.task} expert: {len(demos)} successes in {attempts} attempts ({len(demos) / attempts:.3f})")
     args.hdf5 = hdf5_path
     convert(args)
+    shutil.rmtree(work_dir(args))
 
 
 def save_scripted(args: argparse.Namespace, data, attempts: int, normalizer=None) -> None:
-    """Write scripted demonstrations as DPPO npz (bounds fitted unless given) and print their success rate."""
+    """Write scripted demonstrations as DPPO npz (bounds fitted unless given), drop the collection's
+    work folder and print the expert's success rate."""
     data.validate(args.out)
     data.save_dppo(args.out, normalizer)
+    shutil.rmtree(work_dir(args))
     steps = int(data.traj_lengths.sum())
     print(
         f"wrote {args.out}/train.npz: {data.n_trajectories} demos ({steps} steps) from {attempts} attempts, "
@@ -110,8 +128,22 @@ def make_fetch(args: argparse.Namespace) -> None:
     from dsrl.envs.fetch import make_fetch_env
 
     env = make_fetch_env(args.task, args.max_episode_steps)
-    expert = FETCH_EXPERTS[args.task](np.random.default_rng(args.seed), noise=args.noise)
-    save_scripted(args, *collect_successes(env, expert, args.demos, args.seed, args.max_episode_steps, expert.reset))
+    rng = np.random.default_rng(args.seed)
+    expert = FETCH_EXPERTS[args.task](rng, noise=args.noise)
+    save_scripted(
+        args,
+        *collect_successes(
+            env,
+            expert,
+            args.demos,
+            args.seed,
+            args.max_episode_steps,
+            expert.reset,
+            rng,
+            work_dir=work_dir(args),
+            settings=collection_settings(args),
+        ),
+    )
 
 
 def make_pusht(args: argparse.Namespace) -> None:
@@ -121,7 +153,8 @@ def make_pusht(args: argparse.Namespace) -> None:
     from dsrl.envs.pusht import PUSHT_ID, make_pusht_env, pixel_bounds, pusht_state
 
     env = make_pusht_env(PUSHT_ID, args.max_episode_steps, args.obs_type, args.success_threshold)
-    expert = PushTExpert(np.random.default_rng(args.seed), noise=args.noise, vary_style=args.vary_style)
+    rng = np.random.default_rng(args.seed)
+    expert = PushTExpert(rng, noise=args.noise, vary_style=args.vary_style)
     data, attempts = collect_successes(
         env,
         lambda obs: expert(pusht_state(env)),
@@ -129,7 +162,10 @@ def make_pusht(args: argparse.Namespace) -> None:
         args.seed,
         args.max_episode_steps,
         expert.reset,
+        rng,
         label=lambda: expert.clean_target,
+        work_dir=work_dir(args),
+        settings=collection_settings(args),
     )
     normalizer = Normalizer.fit(data.states, data.actions)
     if args.obs_type == "pixels_agent_pos":
@@ -216,7 +252,10 @@ def main() -> None:
     join_parser.add_argument("datasets", nargs="+", help="dataset directories, joined in this order")
     join_parser.set_defaults(func=join)
     args = parser.parse_args()
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        sys.exit("stopped by Ctrl-C (a scripted collection continues when the same command is run again)")
 
 
 if __name__ == "__main__":

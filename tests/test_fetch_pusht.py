@@ -1,6 +1,7 @@
 """Fetch and PushT: flat observations, scripted experts, shipped base policies and short DSRL runs."""
 
 import glob
+import json
 
 import numpy as np
 import pytest
@@ -37,11 +38,45 @@ def test_fetch_observation_is_flat_in_the_documented_order():
 
 def test_scripted_pick_and_place_expert_succeeds():
     env = make_fetch_env("FetchPickAndPlace-v4", 50)
-    expert = FETCH_EXPERTS["FetchPickAndPlace-v4"](np.random.default_rng(0), noise=0.1)
-    data, attempts = collect_successes(env, expert, 10, seed=0, max_steps=50, reset=expert.reset)
+    rng = np.random.default_rng(0)
+    expert = FETCH_EXPERTS["FetchPickAndPlace-v4"](rng, noise=0.1)
+    data, attempts = collect_successes(env, expert, 10, seed=0, max_steps=50, reset=expert.reset, rng=rng)
     assert attempts <= 11, f"{attempts} attempts for 10 successes"
     assert data.n_trajectories == 10 and data.states.shape[1] == 31 and data.actions.shape[1] == 4
     assert np.abs(data.actions).max() <= 1.0 and (data.traj_lengths < 50).all(), "episodes end at success"
+
+
+def pick_and_place_demos(n_demos, work_dir=None, settings=None, stop_at_step=None):
+    """Scripted FetchPickAndPlace demos as a fresh process makes them; Ctrl-C at act call ``stop_at_step``."""
+    env = make_fetch_env("FetchPickAndPlace-v4", 50)
+    rng = np.random.default_rng(0)
+    expert = FETCH_EXPERTS["FetchPickAndPlace-v4"](rng, noise=0.3)
+    calls = []
+
+    def act(obs):
+        calls.append(1)
+        if len(calls) == stop_at_step:
+            raise KeyboardInterrupt
+        return expert(obs)
+
+    return collect_successes(env, act, n_demos, 0, 50, expert.reset, rng, work_dir=work_dir, settings=settings)
+
+
+def test_a_stopped_demo_collection_continues_to_the_demos_of_an_unstopped_one(tmp_path):
+    straight, straight_attempts = pick_and_place_demos(6)
+    work_dir = str(tmp_path / "partial")
+    with pytest.raises(KeyboardInterrupt):
+        pick_and_place_demos(6, work_dir, {"noise": 0.3}, stop_at_step=100)  # within the third episode
+    with open(tmp_path / "partial" / "progress.json") as f:
+        progress = json.load(f)
+    assert progress["attempts"] == 2 and 0 < progress["successes"] <= 2
+    assert len(glob.glob(f"{work_dir}/episode_*.pkl.gz")) == progress["successes"]
+    with pytest.raises(ValueError, match=r"holds a collection made with noise=0.3, not 0.5: use the same settings"):
+        pick_and_place_demos(6, work_dir, {"noise": 0.5})
+    resumed, resumed_attempts = pick_and_place_demos(6, work_dir, {"noise": 0.3})
+    assert resumed_attempts == straight_attempts
+    for key in ("states", "actions", "rewards", "terminals", "traj_lengths"):
+        np.testing.assert_array_equal(getattr(resumed, key), getattr(straight, key), err_msg=key)
 
 
 def short_run_config(config_file: str, tmp_path, total_env_steps: int, init_rollout_steps: int):
@@ -77,9 +112,10 @@ def test_short_dsrl_run_on_fetch_pick_and_place(tmp_path):
 
 def test_scripted_pusht_expert_covers_the_goal():
     env = make_pusht_env(PUSHT_ID, 300, success_threshold=0.9)
-    expert = PushTExpert(np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    expert = PushTExpert(rng)
     data, attempts = collect_successes(
-        env, lambda obs: expert(pusht_state(env)), 3, seed=0, max_steps=300, reset=expert.reset
+        env, lambda obs: expert(pusht_state(env)), 3, seed=0, max_steps=300, reset=expert.reset, rng=rng
     )
     assert attempts <= 8, f"{attempts} attempts for 3 episodes reaching 90% goal coverage"
     assert data.states.shape[1] == 5 and data.actions.shape[1] == 2
@@ -105,7 +141,8 @@ def test_scripted_pusht_expert_rarely_reverses_its_noise_free_target():
     earlier one reversed 17% of its steps), which a cloned policy cannot reproduce.
     """
     env = make_pusht_env(PUSHT_ID, 300, success_threshold=0.9)
-    expert = PushTExpert(np.random.default_rng(0), noise=10.0, candidates=1, vary_style=False)
+    rng = np.random.default_rng(0)
+    expert = PushTExpert(rng, noise=10.0, candidates=1, vary_style=False)
     data, _ = collect_successes(
         env,
         lambda obs: expert(pusht_state(env)),
@@ -113,6 +150,7 @@ def test_scripted_pusht_expert_rarely_reverses_its_noise_free_target():
         seed=0,
         max_steps=300,
         reset=expert.reset,
+        rng=rng,
         label=lambda: expert.clean_target,
     )
     moves = data.actions - data.states[:, :2]

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from dsrl.base_policies.normalization import Normalizer
+from dsrl.data.collection import collect_until_successes
 from dsrl.npz_files import read_arrays
 
 KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
@@ -144,25 +145,27 @@ def collect_successes(
     seed: int,
     max_steps: int,
     reset: Callable[[], None],
+    rng: np.random.Generator,
     label: Callable[[], np.ndarray] | None = None,
+    work_dir: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[Trajectories, int]:
-    """Episodes of a scripted expert (``act``: observation -> action) until ``n_demos`` succeed.
+    """Episodes of a scripted expert (``act``: observation -> action) until ``n_demos`` succeed (``is_success``).
 
     :param reset: called before each episode (the expert's new style)
+    :param rng: the expert's generator
     :param label: the action recorded per step, as in :func:`record_episode`
+    :param work_dir: keeps the collection so that a stopped one continues, with ``settings``
+        (see :func:`dsrl.data.collection.collect_until_successes`)
     :return: the successful episodes (simulator units) and the number of attempts
     """
-    from tqdm import tqdm
 
-    episodes, attempts = [], 0
-    with tqdm(total=n_demos, desc="demos") as bar:
-        while len(episodes) < n_demos:
-            reset()
-            steps, info, _ = record_episode(env, act, seed * 1_000_003 + attempts, max_steps, label)
-            attempts += 1
-            if info.get("is_success"):
-                episodes.append(steps)
-                bar.update()
+    def attempt(episode_seed: int) -> tuple[dict[str, np.ndarray], bool]:
+        reset()
+        steps, info, _ = record_episode(env, act, episode_seed, max_steps, label)
+        return steps, bool(info.get("is_success"))
+
+    episodes, attempts = collect_until_successes(attempt, n_demos, seed, rng, work_dir, settings)
     return concatenate(episodes), attempts
 
 
