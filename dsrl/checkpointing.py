@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from dsrl.files import write_atomic, write_json
+from dsrl.settings import first_difference
 
 LATEST = "latest.json"
 CONFIG = "config.yaml"
@@ -49,12 +50,13 @@ MAY_CHANGE = ("train.total_env_steps",)
 """Settings inside :data:`MUST_MATCH` that a resumed run may change."""
 
 
-def settings(cfg: DictConfig, key: str) -> dict[str, Any]:
-    """The value of ``key`` in ``cfg``, or of each setting under it when it is a section, by dotted key."""
-    value = OmegaConf.select(cfg, key)
-    if not OmegaConf.is_dict(value):
-        return {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value}
-    return {k: v for name in value for k, v in settings(cfg, f"{key}.{name}").items()}
+def must_match(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved values of :data:`MUST_MATCH` in ``cfg``, nested under their dotted keys."""
+    values = {}
+    for key in MUST_MATCH:
+        value = OmegaConf.select(cfg, key)
+        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return values
 
 
 def rng_states() -> dict[str, Any]:
@@ -166,15 +168,14 @@ def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
     if not os.path.isfile(latest_path):
         raise ValueError(f"resume={run_dir!r} has no finished checkpoint yet (no checkpoints/{LATEST})")
     saved = OmegaConf.load(config_path)
-    for key in MUST_MATCH:
-        before, now = settings(saved, key), settings(cfg, key)
-        for name in sorted(before.keys() | now.keys()):
-            if name not in MAY_CHANGE and before.get(name) != now.get(name):
-                raise ValueError(
-                    f"resume={run_dir!r}: its run has {name}={before.get(name)!r}, this config has "
-                    f"{now.get(name)!r}; a checkpoint only continues the same task, base policy, number of train "
-                    "envs and training settings (only train.total_env_steps may change)"
-                )
+    difference = first_difference(*(must_match(c) for c in (saved, cfg)), skip=MAY_CHANGE)
+    if difference:
+        name, before, now = difference
+        raise ValueError(
+            f"resume={run_dir!r}: its run has {name}={before!r}, this config has {now!r}; a checkpoint only "
+            "continues the same task, base policy, number of train envs and training settings "
+            "(only train.total_env_steps may change)"
+        )
     with open(latest_path) as f:
         entry = json.load(f)
     directory = os.path.dirname(latest_path)

@@ -38,6 +38,7 @@ from dsrl.evaluation import BasePolicyAgent, evaluate
 from dsrl.files import write_atomic
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.pretrain import BehaviourCloning
+from dsrl.settings import first_difference
 
 
 def check_dataset(dataset_dir: str, base_cfg: dict) -> tuple[str, Normalizer]:
@@ -56,14 +57,12 @@ def latest_checkpoint(out_dir: str) -> str | None:
     return max(paths, key=lambda p: int(os.path.basename(p)[len("state_") : -len(".pt")]), default=None)
 
 
-def check_same_run(saved: dict, settings: dict, path: str, prefix: str = "") -> None:
+def check_same_run(saved: dict, settings: dict, path: str) -> None:
     """Raise a ValueError naming the first setting in which this config differs from the run that wrote ``path``."""
-    for key in sorted(set(saved) | set(settings)):
-        old, new = saved.get(key), settings.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            check_same_run(old, new, path, f"{prefix}{key}.")
-        elif old != new:
-            raise ValueError(f"resume=true: {prefix}{key} is {new!r} here but {old!r} in the run that wrote {path!r}")
+    difference = first_difference(saved, settings)
+    if difference:
+        key, old, new = difference
+        raise ValueError(f"resume=true: {key} is {new!r} here but {old!r} in the run that wrote {path!r}")
 
 
 def pretrain(cfg: DictConfig) -> None:

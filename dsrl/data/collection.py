@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dsrl.files import write_atomic, write_json
+from dsrl.settings import first_difference
 
 PROGRESS = "progress.json"
 
@@ -53,13 +54,13 @@ def _load_progress(work_dir: str, settings: dict[str, Any]) -> tuple[list[Any], 
         return [], 0, None
     with open(path) as f:
         progress = json.load(f)
-    for key in sorted(settings.keys() | progress["settings"].keys()):
-        before, now = progress["settings"].get(key), settings.get(key)
-        if before != now:
-            raise ValueError(
-                f"{work_dir!r} holds a collection made with {key}={before!r}, not {now!r}: "
-                "use the same settings to continue it, or delete the folder to start again"
-            )
+    difference = first_difference(progress["settings"], settings)
+    if difference:
+        key, before, now = difference
+        raise ValueError(
+            f"{work_dir!r} holds a collection made with {key}={before!r}, not {now!r}: "
+            "use the same settings to continue it, or delete the folder to start again"
+        )
     episodes = [_read_episode(_episode_path(work_dir, k)) for k in range(progress["successes"])]
     return episodes, progress["attempts"], progress["rng"]
 

@@ -1,0 +1,28 @@
+"""Comparing the settings that made a saved run with those it is continued with."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def first_difference(
+    before: Mapping[str, Any], now: Mapping[str, Any], skip: tuple[str, ...] = (), prefix: str = ""
+) -> tuple[str, Any, Any] | None:
+    """The first setting whose value differs: ``(dotted key, before, now)``, or None.
+
+    Settings are taken in ``before``'s order, then those only in ``now``; nested mappings are compared
+    setting by setting; a setting missing on one side counts as None.
+
+    :param skip: dotted keys that may differ
+    """
+    for key in [*before, *(k for k in now if k not in before)]:
+        name, old, new = f"{prefix}{key}", before.get(key), now.get(key)
+        if name in skip:
+            continue
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            found = first_difference(old, new, skip, f"{name}.")
+            if found:
+                return found
+        elif old != new:
+            return name, old, new
+    return None
