@@ -255,7 +255,8 @@ def main() -> None:
     try:
         args.func(args)
     except KeyboardInterrupt:
-        sys.exit("stopped by Ctrl-C (a scripted collection continues when the same command is run again)")
+        print("stopped by Ctrl-C (a scripted collection continues when the same command is run again)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
