@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from dsrl.base_policies.base import NoisePolicy
+from dsrl.base_policies.normalization import EPS, Normalizer
+from dsrl.data.trajectories import Trajectories
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -18,6 +20,52 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class ObservationHistories:
+    """The flat, normalised observation histories of behaviour-cloning pairs, gathered when a batch is drawn.
+
+    Each dataset row is held once, its image as uint8, however many histories
+    it belongs to; a batch's images are normalised as the policy normalises
+    the env's observations (with ``normalizer``'s pixel bounds).
+
+    :param trajectories: a dataset as :func:`dsrl.data.trajectories.load_dppo` reads it (states normalised,
+        images as stored)
+    :param rows: (N, cond_steps) the dataset rows of each pair's history, oldest first
+        (:func:`dsrl.data.trajectories.chunk_pairs`)
+    :param normalizer: the dataset's bounds, covering the image pixels first
+    :param device: where the data lives
+    """
+
+    def __init__(
+        self,
+        trajectories: Trajectories,
+        rows: np.ndarray,
+        normalizer: Normalizer,
+        device: str | torch.device = "cpu",
+    ):
+        pixels = trajectories.n_pixels
+        self.states = torch.as_tensor(trajectories.states, dtype=torch.float32, device=device)
+        self.rows = torch.as_tensor(rows, dtype=torch.long, device=device)
+        self.images = None
+        if trajectories.images is not None:
+            self.images = torch.as_tensor(trajectories.images, device=device).flatten(1)
+        self.pixel_min = torch.as_tensor(normalizer.obs_min[:pixels], device=device)
+        self.pixel_range = torch.as_tensor(
+            normalizer.obs_max[:pixels] - normalizer.obs_min[:pixels] + EPS, device=device
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, pairs: torch.Tensor) -> torch.Tensor:
+        """(B,) pair indices -> their histories (B, cond_steps * obs_dim), each observation [pixels, state]."""
+        rows = self.rows[pairs]
+        obs = self.states[rows]
+        if self.images is not None:
+            pixels = 2 * ((self.images[rows].float() - self.pixel_min) / self.pixel_range - 0.5)
+            obs = torch.cat([pixels, obs], dim=-1)
+        return obs.flatten(1)
 
 
 class BehaviourCloning:
@@ -31,7 +79,7 @@ class BehaviourCloning:
     that was never stopped.
 
     :param policy: the policy to train (its ``loss(obs, actions)`` is minimised)
-    :param obs: conditioning observations, (N, cond_dim)
+    :param obs: conditioning observations, (N, cond_dim), or the histories that gather them (on ``device``)
     :param actions: the action chunks that followed them, (N, chunk, action_dim)
     :param steps: gradient steps of the whole run (the schedule's length)
     :param batch_size: pairs per step, drawn uniformly with replacement
@@ -46,7 +94,7 @@ class BehaviourCloning:
     def __init__(
         self,
         policy: NoisePolicy,
-        obs: np.ndarray,
+        obs: np.ndarray | ObservationHistories,
         actions: np.ndarray,
         steps: int,
         batch_size: int = 256,
@@ -65,7 +113,9 @@ class BehaviourCloning:
         torch.manual_seed(seed)
         self.policy = policy.to(device).train()
         self.ema = copy.deepcopy(policy).requires_grad_(False).eval()
-        self.obs = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        self.obs = (
+            obs if isinstance(obs, ObservationHistories) else torch.as_tensor(obs, dtype=torch.float32, device=device)
+        )
         self.actions = torch.as_tensor(actions, dtype=torch.float32, device=device)
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -109,11 +109,11 @@ def make_robomimic(args: argparse.Namespace) -> None:
     shutil.rmtree(work_dir(args))
 
 
-def save_scripted(args: argparse.Namespace, data, attempts: int, normalizer=None) -> None:
-    """Write scripted demonstrations as DPPO npz (bounds fitted unless given), drop the collection's
+def save_scripted(args: argparse.Namespace, data, attempts: int) -> None:
+    """Write scripted demonstrations as DPPO npz (bounds fitted, pixels' set to [0, 255]), drop the collection's
     work folder and print the expert's success rate."""
     data.validate(args.out)
-    data.save_dppo(args.out, normalizer)
+    data.save_dppo(args.out)
     shutil.rmtree(work_dir(args))
     steps = int(data.traj_lengths.sum())
     print(
@@ -147,10 +147,9 @@ def make_fetch(args: argparse.Namespace) -> None:
 
 
 def make_pusht(args: argparse.Namespace) -> None:
-    from dsrl.base_policies.normalization import Normalizer
     from dsrl.data.pusht_expert import PushTExpert
     from dsrl.data.trajectories import collect_successes
-    from dsrl.envs.pusht import PUSHT_ID, make_pusht_env, pixel_bounds, pusht_state
+    from dsrl.envs.pusht import IMAGE_SHAPE, PUSHT_ID, make_pusht_env, pusht_state
 
     env = make_pusht_env(PUSHT_ID, args.max_episode_steps, args.obs_type, args.success_threshold)
     rng = np.random.default_rng(args.seed)
@@ -166,11 +165,9 @@ def make_pusht(args: argparse.Namespace) -> None:
         label=lambda: expert.clean_target,
         work_dir=work_dir(args),
         settings=collection_settings(args),
+        image_shape=IMAGE_SHAPE if args.obs_type == "pixels_agent_pos" else None,
     )
-    normalizer = Normalizer.fit(data.states, data.actions)
-    if args.obs_type == "pixels_agent_pos":
-        normalizer = pixel_bounds(normalizer)
-    save_scripted(args, data, attempts, normalizer)
+    save_scripted(args, data, attempts)
 
 
 def make_steering(args: argparse.Namespace) -> None:

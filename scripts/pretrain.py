@@ -37,7 +37,7 @@ from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, evaluate
 from dsrl.files import write_atomic
 from dsrl.interrupts import RunInterrupted, StopRequest
-from dsrl.pretrain import BehaviourCloning
+from dsrl.pretrain import BehaviourCloning, ObservationHistories
 from dsrl.settings import first_difference
 
 
@@ -88,7 +88,8 @@ def pretrain(cfg: DictConfig) -> None:
         check_observations(env_cfg, base_cfg)
     dataset_dir = user_path(cfg.dataset)
     train_path, normalizer = check_dataset(dataset_dir, base_cfg)
-    obs, chunks = chunk_pairs(load_dppo(train_path), base_cfg["horizon_steps"], base_cfg["cond_steps"])
+    dataset = load_dppo(train_path)
+    rows, chunks = chunk_pairs(dataset, base_cfg["horizon_steps"], base_cfg["cond_steps"])
     train_cfg = OmegaConf.to_container(cfg.train)
     settings = {
         "policy": base_cfg,
@@ -101,7 +102,7 @@ def pretrain(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     cloning = BehaviourCloning(
         build_base_policy(base_cfg),
-        obs,
+        ObservationHistories(dataset, rows, normalizer, device),
         chunks,
         steps=cfg.train.steps,
         batch_size=cfg.train.batch_size,
@@ -157,7 +158,7 @@ def pretrain(cfg: DictConfig) -> None:
     torch.save({"epoch": cloning.step, "ema": cloning.ema.state_dict()}, os.path.join(out_dir, "state.pt"))
     card = {
         "policy": base_cfg,
-        "dataset": {"path": cfg.dataset, "steps": len(obs)},
+        "dataset": {"path": cfg.dataset, "steps": len(chunks)},
         "training": train_cfg,
         "evaluation": f"{cfg.eval.n_episodes} episodes per checkpoint, noise ~ N(0, I) clipped at 3, "
         f"env seed {cfg.eval.seed}",

@@ -19,7 +19,15 @@ from dsrl.base_policies.normalization import Normalizer
 from dsrl.config import REPO_ROOT
 from dsrl.data.offline import chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
-from dsrl.data.trajectories import Trajectories, chunk_pairs, join_dppo, load_dppo, record_episode
+from dsrl.data.trajectories import (
+    Trajectories,
+    chunk_pairs,
+    join_dppo,
+    load_dppo,
+    record_episode,
+    split_images,
+)
+from dsrl.pretrain import ObservationHistories
 
 KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
 SIZES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 14}
@@ -87,12 +95,75 @@ def test_bad_dppo_npz_names_file_and_key(tmp_path, change, message):
 
 def test_chunk_pairs_pad_actions_and_history():
     data = trajectories()
-    obs, chunks = chunk_pairs(data, chunk=3, cond_steps=2)
-    assert obs.shape == (5, 8) and chunks.shape == (5, 3, 2)
-    np.testing.assert_array_equal(obs[0], np.concatenate([data.states[0], data.states[0]]))
-    np.testing.assert_array_equal(obs[4], np.concatenate([data.states[3], data.states[4]]))
+    rows, chunks = chunk_pairs(data, chunk=3, cond_steps=2)
+    assert chunks.shape == (5, 3, 2)
+    np.testing.assert_array_equal(rows, [[0, 0], [0, 1], [1, 2], [3, 3], [3, 4]])
     np.testing.assert_array_equal(chunks[2], data.actions[[2, 2, 2]])
     np.testing.assert_array_equal(chunks[3], data.actions[[3, 4, 4]])
+    obs = ObservationHistories(data, rows, Normalizer.fit(data.states, data.actions))[torch.arange(5)].numpy()
+    np.testing.assert_array_equal(obs[0], np.concatenate([data.states[0], data.states[0]]))
+    np.testing.assert_array_equal(obs[4], np.concatenate([data.states[3], data.states[4]]))
+
+
+def image_trajectories(lengths=(3, 2), seed=0):
+    n = sum(lengths)
+    rng = np.random.default_rng(seed)
+    return Trajectories(
+        states=rng.uniform(0, 512, (n, 2)).astype(np.float32),
+        actions=rng.uniform(0, 512, (n, 2)).astype(np.float32),
+        rewards=np.zeros(n, np.float32),
+        terminals=np.zeros(n, bool),
+        traj_lengths=np.array(lengths),
+        images=rng.integers(0, 256, (n, 3, 4, 4), dtype=np.uint8),
+    )
+
+
+def test_image_datasets_keep_uint8_pixels_and_give_the_policy_the_normalised_observations(tmp_path):
+    data = image_trajectories()
+    normalizer = data.save_dppo(str(tmp_path))
+    with np.load(tmp_path / "train.npz") as stored:
+        assert stored["images"].dtype == np.uint8 and stored["images"].shape == (5, 3, 4, 4)
+        assert stored["states"].shape == (5, 2)
+    assert (
+        normalizer.obs_dim == 48 + 2 and (normalizer.obs_min[:48] == 0).all() and (normalizer.obs_max[:48] == 255).all()
+    )
+    loaded = load_dppo(str(tmp_path / "train.npz"))
+    np.testing.assert_array_equal(loaded.images, data.images)
+    rows, _ = chunk_pairs(loaded, chunk=2, cond_steps=2)
+    histories = ObservationHistories(loaded, rows, normalizer)[torch.arange(5)].numpy()
+    flat = normalizer.normalize_obs(np.concatenate([data.images.reshape(5, -1), data.states], axis=1))
+    np.testing.assert_allclose(histories, np.concatenate([flat[rows[:, 0]], flat[rows[:, 1]]], axis=1), atol=1e-5)
+
+
+def test_joined_image_datasets_keep_their_images_and_refuse_other_image_sizes(tmp_path):
+    first, second = image_trajectories(), image_trajectories((4,), seed=1)
+    first.save_dppo(str(tmp_path / "a"))
+    second.save_dppo(str(tmp_path / "b"))
+    joined, normalizer = join_dppo([str(tmp_path / "a"), str(tmp_path / "b")])
+    np.testing.assert_array_equal(joined.images, np.concatenate([first.images, second.images]))
+    np.testing.assert_allclose(joined.states, np.concatenate([first.states, second.states]), rtol=1e-4)
+    assert (normalizer.obs_max[:48] == 255).all()
+    flat = Trajectories(
+        **{k: getattr(second, k) for k in ("actions", "rewards", "terminals", "traj_lengths")},
+        states=np.concatenate([second.images.reshape(4, -1), second.states], axis=1).astype(np.float32),
+    )
+    flat.save_dppo(str(tmp_path / "c"), normalizer)
+    with pytest.raises(ValueError, match=r"'.*c' has 0 image pixels per observation, '.*a' has 48"):
+        join_dppo([str(tmp_path / "a"), str(tmp_path / "c")])
+    with pytest.raises(ValueError, match=r"'.*a.*train.npz' holds images"):
+        chunk_transitions(str(tmp_path / "a" / "train.npz"), chunk=2)
+
+
+def test_recorded_pusht_pixels_split_into_the_rendered_image_and_the_agent_position():
+    pytest.importorskip("gym_pusht")
+    from dsrl.envs.pusht import IMAGE_SHAPE, PUSHT_ID, make_pusht_env
+
+    env = make_pusht_env(PUSHT_ID, 10, obs_type="pixels_agent_pos")
+    steps, _, _ = record_episode(env, lambda obs: np.array([300.0, 300.0]), seed=0, max_steps=3)
+    split = split_images(steps, IMAGE_SHAPE)
+    assert split["images"].dtype == np.uint8 and split["images"].shape == (3, *IMAGE_SHAPE)
+    np.testing.assert_array_equal(split["images"].reshape(3, -1), steps["states"][:, :-2])
+    np.testing.assert_array_equal(split["states"], steps["states"][:, -2:])
 
 
 def test_record_episode_keeps_the_labelled_action_and_executes_the_noisy_one():

@@ -177,10 +177,10 @@ def test_env_config_errors_name_the_field():
 
 def test_steering_demonstrations_are_bimodal_and_half_successful():
     data, success = collect_demonstrations(200, seed=0)
-    obs, chunks = chunk_pairs(data, chunk=4)
-    assert obs.shape[0] == chunks.shape[0] == data.traj_lengths.sum() and chunks.shape[1:] == (4, 2)
+    rows, chunks = chunk_pairs(data, chunk=4)
+    assert rows.shape == (chunks.shape[0], 1) and chunks.shape == (data.traj_lengths.sum(), 4, 2)
     assert 0.4 < success < 0.6
-    first_moves = chunks[np.isclose(obs[:, 1], -1.0, atol=0.06), 0, 0]
+    first_moves = chunks[np.isclose(data.states[rows[:, 0], 1], -1.0, atol=0.06), 0, 0]
     assert (first_moves > 0.2).mean() > 0.35 and (first_moves < -0.2).mean() > 0.35
 
 

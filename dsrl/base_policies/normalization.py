@@ -56,6 +56,10 @@ class Normalizer:
             actions.max(0).astype(np.float32),
         )
 
+    def obs_columns(self, start: int) -> "Normalizer":
+        """The bounds of observation columns ``start:`` (and of all actions)."""
+        return Normalizer(self.obs_min[start:], self.obs_max[start:], self.action_min, self.action_max)
+
     def require_dims(self, obs_dim: int, action_dim: int, source: str) -> None:
         """Raise a ValueError naming ``source`` when the bounds are not for (obs_dim, action_dim)."""
         for kind, have, want in (("obs", self.obs_dim, obs_dim), ("action", self.action_dim, action_dim)):

@@ -16,6 +16,11 @@ def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict
     reward sums the steps actually in the trajectory, each minus ``reward_offset``.
     """
     data = load_dppo(path)
+    if data.images is not None:
+        raise ValueError(
+            f"train.load_offline_data: {path!r} holds images; offline transitions are made from datasets of "
+            "flat observations only"
+        )
     out: dict[str, list] = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "dones": []}
     start = 0
     for length in data.traj_lengths:

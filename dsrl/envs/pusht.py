@@ -21,18 +21,18 @@ success, else 0.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dsrl.base_policies.normalization import Normalizer
-
 PUSHT_ID = "gym_pusht/PushT-v0"
 OBS_TYPES = ("state", "environment_state_agent_pos", "pixels_agent_pos")
 REWARD_TYPES = ("dense", "sparse")
-PIXELS = 3 * 96 * 96  # numbers of the image in a pixels_agent_pos observation
+IMAGE_SHAPE = (3, 96, 96)  # (C, H, W) of the image in a pixels_agent_pos observation
+PIXELS = math.prod(IMAGE_SHAPE)  # numbers of the image in a pixels_agent_pos observation
 
 
 class FlatPixelsAgentPos(gym.ObservationWrapper):
@@ -71,13 +71,6 @@ def pusht_state(env: gym.Env) -> np.ndarray:
     """The 5-number state (agent x, y, block x, y, angle in [0, 2 pi)) of a PushT env, whatever it observes."""
     sim = env.unwrapped
     return np.array([*sim.agent.position, *sim.block.position, sim.block.angle % (2 * np.pi)])
-
-
-def pixel_bounds(normalizer: Normalizer) -> Normalizer:
-    """``normalizer`` (fitted to pixels_agent_pos data) with the pixels' bounds set to [0, 255], not fitted."""
-    obs_min, obs_max = normalizer.obs_min.copy(), normalizer.obs_max.copy()
-    obs_min[:PIXELS], obs_max[:PIXELS] = 0.0, 255.0
-    return Normalizer(obs_min, obs_max, normalizer.action_min, normalizer.action_max)
 
 
 def check_pusht_config(name: str, kwargs: dict[str, Any]) -> None:
