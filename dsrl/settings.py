@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
+class _NotSet:
+    """The value shown for a setting one side does not have (a run made before the setting existed)."""
+
+    def __repr__(self) -> str:
+        return "<not set>"
+
+
+NOT_SET = _NotSet()
+
+
 def first_difference(
     before: Mapping[str, Any], now: Mapping[str, Any], skip: tuple[str, ...] = (), prefix: str = ""
 ) -> tuple[str, Any, Any] | None:
     """The first setting whose value differs: ``(dotted key, before, now)``, or None.
 
     Settings are taken in ``before``'s order, then those only in ``now``; nested mappings are compared
-    setting by setting; a setting missing on one side counts as None.
+    setting by setting; a setting missing on one side compares as None and is returned as :data:`NOT_SET`.
 
     :param skip: dotted keys that may differ
     """
@@ -24,5 +34,5 @@ def first_difference(
             if found:
                 return found
         elif old != new:
-            return name, old, new
+            return name, before.get(key, NOT_SET), now.get(key, NOT_SET)
     return None

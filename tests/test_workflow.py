@@ -13,6 +13,7 @@ import time
 import imageio.v2 as imageio
 import pytest
 from conftest import HOPPER_CONFIG, STEERING_CONFIG
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dsrl.config import REPO_ROOT, compose_task_config
@@ -231,6 +232,11 @@ def test_resume_refuses_another_task_other_training_settings_or_a_non_run_direct
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=300"))
     assert snapshot(run_dir) == before
     assert not os.path.exists(tmp_path / "other")
+    saved = OmegaConf.load(run_dir / "config.yaml")  # as written by a dsrl from before the setting existed
+    del saved.train["precompute_distillation"]
+    OmegaConf.save(saved, run_dir / "config.yaml")
+    with pytest.raises(ValueError, match=r"its run has train.precompute_distillation=<not set>, this config has True"):
+        run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600"))
 
 
 def evaluate_script(*args):
