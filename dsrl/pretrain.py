@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dsrl.base_policies.base import NoisePolicy
-from dsrl.base_policies.normalization import EPS, Normalizer
+from dsrl.base_policies.normalization import Normalizer, scale_to_unit
 from dsrl.data.trajectories import Trajectories
 
 
@@ -51,9 +51,7 @@ class ObservationHistories:
         if trajectories.images is not None:
             self.images = torch.as_tensor(trajectories.images, device=device).flatten(1)
         self.pixel_min = torch.as_tensor(normalizer.obs_min[:pixels], device=device)
-        self.pixel_range = torch.as_tensor(
-            normalizer.obs_max[:pixels] - normalizer.obs_min[:pixels] + EPS, device=device
-        )
+        self.pixel_max = torch.as_tensor(normalizer.obs_max[:pixels], device=device)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -63,7 +61,7 @@ class ObservationHistories:
         rows = self.rows[pairs]
         obs = self.states[rows]
         if self.images is not None:
-            pixels = 2 * ((self.images[rows].float() - self.pixel_min) / self.pixel_range - 0.5)
+            pixels = scale_to_unit(self.images[rows].float(), self.pixel_min, self.pixel_max)
             obs = torch.cat([pixels, obs], dim=-1)
         return obs.flatten(1)
 

@@ -18,6 +18,15 @@ REQUIRED_ARRAYS = ("obs_min", "obs_max", "action_min", "action_max")
 EPS = 1e-6
 
 
+def scale_to_unit(x, low, high):
+    """Values in [low, high] -> [-1, 1] as ``2 * ((x - low) / (high - low + EPS) - 0.5)``, elementwise.
+
+    ``x``, ``low`` and ``high`` are numpy arrays or torch tensors alike (the same expression serves the env's
+    observations and a behaviour-cloning batch on the training device).
+    """
+    return 2 * ((x - low) / (high - low + EPS) - 0.5)
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """Min/max bounds of observations and actions, in simulator units."""
@@ -77,10 +86,10 @@ class Normalizer:
         np.savez(path, **{k: getattr(self, k) for k in REQUIRED_ARRAYS})
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
-        return (2 * ((obs - self.obs_min) / (self.obs_max - self.obs_min + EPS) - 0.5)).astype(np.float32)
+        return scale_to_unit(obs, self.obs_min, self.obs_max).astype(np.float32)
 
     def normalize_action(self, action: np.ndarray) -> np.ndarray:
-        return (2 * ((action - self.action_min) / (self.action_max - self.action_min + EPS) - 0.5)).astype(np.float32)
+        return scale_to_unit(action, self.action_min, self.action_max).astype(np.float32)
 
     def unnormalize_obs(self, obs: np.ndarray) -> np.ndarray:
         """The inverse of :meth:`normalize_obs` (simulator units, float32)."""
