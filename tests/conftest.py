@@ -44,6 +44,14 @@ SMALL_FLOW_POLICY = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def sb3_log_dir(tmp_path_factory):
+    """SB3's ``learn()`` without a custom logger makes a folder in $SB3_LOGDIR, else one per call in the system temp."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3_logs")))
+        yield
+
+
 @pytest.fixture
 def small_policy():
     torch.manual_seed(0)
