@@ -69,7 +69,7 @@ pusht() {
     --json "checkpoints/pusht/$1/diffusion/evaluation.json"
 }
 if [[ "$task" == pusht_state || "$task" == all ]]; then pusht state environment_state_agent_pos dsrl_pusht 300 2; fi
-if [[ "$task" == pusht_pixels || "$task" == all ]]; then pusht pixels pixels_agent_pos dsrl_pusht_pixels 100 1; fi
+if [[ "$task" == pusht_pixels || "$task" == all ]]; then pusht pixels pixels_agent_pos dsrl_pusht_pixels 300 2; fi
 
 # gym NAME ENV_ID EXPERT_STEPS: SB3 SAC expert for EXPERT_STEPS steps; the snapshot nearest a third of its best
 # return collects 200k steps (D4RL "medium"); behaviour cloning; 100-episode evaluation.
