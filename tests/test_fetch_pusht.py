@@ -3,6 +3,7 @@
 import glob
 import json
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3.common.save_util import load_from_zip_file
@@ -14,7 +15,8 @@ from dsrl.data.pusht_expert import PushTExpert
 from dsrl.data.trajectories import collect_successes
 from dsrl.envs.factory import check_env_config, check_observations, make_env
 from dsrl.envs.fetch import make_fetch_env
-from dsrl.envs.pusht import PIXELS, PUSHT_ID, make_pusht_env, pusht_state
+from dsrl.envs.pusht import PIXELS, PUSHT_ID, FlatPixelsAgentPos, make_pusht_env, pusht_state
+from dsrl.envs.wrappers import ActionChunkWrapper
 from dsrl.training import run
 
 PICK_AND_PLACE = repo_path("cfg/fetch/dsrl_pick_and_place.yaml")
@@ -181,6 +183,49 @@ def test_pusht_pixels_are_channels_first_then_agent_position():
     image = env.unwrapped._render()  # (96, 96, 3) uint8, what gym-pusht observes
     np.testing.assert_array_equal(obs[:PIXELS].reshape(3, 96, 96), np.moveaxis(image, -1, 0))
     np.testing.assert_allclose(obs[PIXELS:], pusht_state(env)[:2])
+
+
+def test_pixel_pusht_chunks_draw_only_their_last_observation_and_match_gym_pusht():
+    """A chunk of 8 steps draws one image, not 8; observations, rewards and episode ends equal gym-pusht's own env,
+    also when success ends the episode on a step whose observation was to be skipped, and at truncation."""
+
+    def chunked(env: gym.Env) -> ActionChunkWrapper:
+        env.unwrapped.success_threshold = 0.9
+        draws = env.unwrapped._render
+        env.unwrapped.draws = 0
+
+        def counted_render(*args, **kwargs):
+            env.unwrapped.draws += 1
+            return draws(*args, **kwargs)
+
+        env.unwrapped._render = counted_render
+        return ActionChunkWrapper(env, chunk=8, max_episode_steps=20)
+
+    on_demand = chunked(make_pusht_env(PUSHT_ID, 20, obs_type="pixels_agent_pos"))
+    reference = chunked(FlatPixelsAgentPos(gym.make(PUSHT_ID, obs_type="pixels_agent_pos", max_episode_steps=20)))
+    for block_at_goal in (False, True):
+        # at the goal, the agent holds still far from the block: success on the first step of the first chunk
+        chunks = np.full((3, 16), 100.0) if block_at_goal else np.random.default_rng(0).uniform(100.0, 400.0, (3, 16))
+        results = []
+        for env in (on_demand, reference):
+            env.unwrapped.draws = 0
+            outcomes = [env.reset(seed=3)[0]]
+            if block_at_goal:
+                sim = env.unwrapped
+                sim.agent.position = [100.0, 100.0]
+                sim.block.angle = sim.goal_pose[2]  # the angle first: it turns the block about its centre of mass
+                sim.block.position = list(sim.goal_pose[:2])
+            for chunk in chunks:
+                obs, reward, terminated, truncated, info = env.step(chunk)
+                outcomes += [obs, reward, terminated, truncated, info["sim_steps"]]
+                if terminated or truncated:
+                    break
+            results.append(outcomes)
+        for mine, theirs in zip(*results, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+        assert results[0][-3:-1] == ([True, False] if block_at_goal else [False, True])
+        chunks_run = (len(results[0]) - 1) // 5
+        assert (on_demand.unwrapped.draws, reference.unwrapped.draws) == (1 + chunks_run, 1 + sum(results[0][5::5]))
 
 
 @pytest.mark.parametrize(

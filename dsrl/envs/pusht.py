@@ -14,13 +14,15 @@
 
 Actions are the agent's target position in [0, 512]^2. Success is the env's
 ``is_success``: block coverage of the goal above ``success_threshold``, which
-ends the episode. The reward (``reward_type``) is gym-pusht's ``dense`` one,
+ends the episode. Pixel envs draw their image only on the steps whose
+observation is read (:mod:`dsrl.envs.pusht_on_demand`). The reward (``reward_type``) is gym-pusht's ``dense`` one,
 coverage / ``success_threshold`` clipped to [0, 1], or ``sparse``: 1 at
 success, else 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -105,7 +107,12 @@ def make_pusht_env(
     check_pusht_config(name, {"obs_type": obs_type, "success_threshold": success_threshold, "reward_type": reward_type})
     import gym_pusht  # noqa: F401  (registers the env)
 
-    env = gym.make(name, obs_type=obs_type, max_episode_steps=max_episode_steps, render_mode=render_mode or "rgb_array")
+    spec = gym.spec(name)
+    if obs_type == "pixels_agent_pos":
+        from dsrl.envs.pusht_on_demand import PushTObservedOnDemand
+
+        spec = dataclasses.replace(spec, entry_point=PushTObservedOnDemand)
+    env = gym.make(spec, obs_type=obs_type, max_episode_steps=max_episode_steps, render_mode=render_mode or "rgb_array")
     env.unwrapped.success_threshold = success_threshold
     if reward_type == "sparse":
         env = SparseSuccessReward(env)

@@ -58,6 +58,10 @@ class ActionChunkWrapper(gym.Wrapper):
     observation is the last ``cond_steps`` simulator observations, oldest
     first, flattened (repeated first observation after a reset).
 
+    A simulator with a ``skip_observation`` attribute (pixel PushT, see
+    :mod:`dsrl.envs.pusht_on_demand`) is told, with ``cond_steps=1``, to skip
+    drawing the observations of all but a chunk's last step.
+
     ``info`` carries ``sim_steps`` (simulator steps this chunk ran), for
     tasks that report it ``is_success`` (whether any simulator step in the
     chunk reported success) and, with ``record_frames``, ``frames``: the
@@ -90,6 +94,7 @@ class ActionChunkWrapper(gym.Wrapper):
         self.action_space = spaces.Box(np.tile(inner_act.low, chunk), np.tile(inner_act.high, chunk), dtype=np.float32)
         self._history: deque = deque(maxlen=cond_steps)
         self._elapsed = 0
+        self._skipping_sim = env.unwrapped if cond_steps == 1 and hasattr(env.unwrapped, "skip_observation") else None
 
     def _observation(self) -> np.ndarray:
         return np.concatenate(self._history).astype(np.float32)
@@ -107,7 +112,10 @@ class ActionChunkWrapper(gym.Wrapper):
         info: dict[str, Any] = {}
         sim_steps = 0
         frames = []
-        for step_action in actions:
+        last_index = min(self.chunk, self.max_episode_steps - self._elapsed) - 1
+        for index, step_action in enumerate(actions):
+            if self._skipping_sim is not None:
+                self._skipping_sim.skip_observation = index < last_index
             obs, reward, terminated, truncated, info = self.env.step(step_action)
             if self.record_frames:
                 frames.append(self.env.render())
