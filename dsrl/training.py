@@ -20,9 +20,10 @@ from dsrl.base_policies import NoisePolicy, Normalizer, PolicyEmbeddingView, loa
 from dsrl.callbacks import DSRLCallback
 from dsrl.checkpointing import Checkpointer, Resume, load_resume, save_run_config
 from dsrl.config import check_run_config, user_path
-from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
+from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions
+from dsrl.data.trajectories import load_dppo
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
-from dsrl.envs.embedding_env import PolicyEmbeddingObservation, embed
+from dsrl.envs.embedding_env import PolicyEmbeddingObservation
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.run_logging import make_logger
@@ -224,12 +225,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
         if cfg.train.load_offline_data and not resume:
             if cfg.algorithm != "dsrl_na":
                 raise ValueError("train.load_offline_data needs algorithm=dsrl_na (DSRL-SAC's buffer holds noise)")
+            if cond_steps != 1:
+                raise ValueError(
+                    f"train.load_offline_data needs a base policy of one observation (base_policy.cond_steps="
+                    f"{cond_steps}): offline transitions hold single dataset steps"
+                )
             data_path = user_path(cfg.train.load_offline_data)
             check_offline_normalization(data_path, normalizer)
-            transitions = chunk_transitions(data_path, chunk, cfg.env.reward_offset)
-            if cfg.train.agent_obs == "policy_embedding":
-                for key in ("obs", "next_obs"):
-                    transitions[key] = embed(base_policy, transitions[key])
+            data = load_dppo(data_path)
+            encoder = base_policy if cfg.train.agent_obs == "policy_embedding" else None
+            step_obs = agent_observations(data, normalizer, encoder)
+            transitions = chunk_transitions(data, step_obs, chunk, cfg.env.reward_offset)
             log.info("added %d offline transitions", add_to_replay_buffer(model.replay_buffer, transitions))
         logger, wandb_run = make_logger(
             cfg,

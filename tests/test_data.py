@@ -17,7 +17,7 @@ from conftest import run_script
 
 from dsrl.base_policies.normalization import Normalizer
 from dsrl.config import REPO_ROOT
-from dsrl.data.offline import chunk_transitions
+from dsrl.data.offline import agent_observations, chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
 from dsrl.data.trajectories import (
     Trajectories,
@@ -150,8 +150,8 @@ def test_joined_image_datasets_keep_their_images_and_refuse_other_image_sizes(tm
     flat.save_dppo(str(tmp_path / "c"), normalizer)
     with pytest.raises(ValueError, match=r"'.*c' has 0 image pixels per observation, '.*a' has 48"):
         join_dppo([str(tmp_path / "a"), str(tmp_path / "c")])
-    with pytest.raises(ValueError, match=r"'.*a.*train.npz' holds images"):
-        chunk_transitions(str(tmp_path / "a" / "train.npz"), chunk=2)
+    with pytest.raises(ValueError, match=r"holds images.*train.agent_obs=policy_embedding"):
+        agent_observations(load_dppo(str(tmp_path / "a" / "train.npz")), normalizer)
 
 
 def test_recorded_pusht_pixels_split_into_the_rendered_image_and_the_agent_position():
@@ -183,9 +183,12 @@ def test_record_episode_keeps_the_labelled_action_and_executes_the_noisy_one():
 
 def test_offline_transitions_sum_rewards_inside_the_trajectory(tmp_path):
     data = trajectories()
-    data.save_dppo(str(tmp_path))
-    transitions = chunk_transitions(str(tmp_path / "train.npz"), chunk=2, reward_offset=1.0)
+    normalizer = data.save_dppo(str(tmp_path))
+    loaded = load_dppo(str(tmp_path / "train.npz"))
+    transitions = chunk_transitions(loaded, agent_observations(loaded, normalizer), chunk=2, reward_offset=1.0)
     assert transitions["actions"].shape == (5, 4)
+    np.testing.assert_array_equal(transitions["obs"], loaded.states)
+    np.testing.assert_array_equal(transitions["next_obs"], loaded.states[[2, 2, 2, 4, 4]])
     np.testing.assert_allclose(
         transitions["rewards"], [(0 - 1) + (1 - 1), (1 - 1) + (2 - 1), 2 - 1, (3 - 1) + (4 - 1), 4 - 1]
     )

@@ -12,10 +12,10 @@ from dsrl.base_policies.normalization import Normalizer
 from dsrl.config import compose_task_config, repo_path
 from dsrl.data.fetch_experts import FETCH_EXPERTS
 from dsrl.data.pusht_expert import PushTExpert
-from dsrl.data.trajectories import collect_successes
+from dsrl.data.trajectories import collect_successes, concatenate, record_episode, split_images
 from dsrl.envs.factory import check_env_config, check_observations, make_env
 from dsrl.envs.fetch import make_fetch_env
-from dsrl.envs.pusht import PIXELS, PUSHT_ID, FlatPixelsAgentPos, make_pusht_env, pusht_state
+from dsrl.envs.pusht import IMAGE_SHAPE, PIXELS, PUSHT_ID, FlatPixelsAgentPos, make_pusht_env, pusht_state
 from dsrl.envs.wrappers import ActionChunkWrapper
 from dsrl.training import run
 
@@ -272,9 +272,16 @@ def test_policy_and_env_observations_must_match_before_training():
         check_env_config(dict(state_env, kwargs={"reward_type": "shaped"}))
 
 
-def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path):
+def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path, caplog):
     cfg = short_run_config(repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"), tmp_path, 480, 10)
-    result = run(cfg)
+    env = make_pusht_env(PUSHT_ID, 12, obs_type="pixels_agent_pos")
+    steps, _, _ = record_episode(env, lambda obs: np.array([300.0, 300.0]), seed=0, max_steps=12)
+    offline = concatenate([split_images(steps, IMAGE_SHAPE)])
+    offline.save_dppo(str(tmp_path / "offline"), Normalizer.load(cfg.base_policy.normalization))
+    cfg.train.load_offline_data = str(tmp_path / "offline" / "train.npz")  # an image dataset, encoded once
+    with caplog.at_level("INFO", logger="dsrl.training"):
+        result = run(cfg)
+    assert "added 12 offline transitions" in caplog.text
     assert 0.0 <= result["success_rate"] <= 1.0
     assert -300.0 <= result["return_mean"] <= 0.0, "reward: clipped goal coverage - 1 per step, 300 steps"
     data, _, _ = load_from_zip_file(glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))[0])

@@ -70,3 +70,30 @@ def test_image_policy_refuses_state_observations():
         build_base_policy(dict(IMAGE_POLICY, obs_dim=5))
     with pytest.raises(ValueError, match="image_encoder.pool='max'"):
         build_base_policy(dict(IMAGE_POLICY, image_encoder=dict(pool="max")))
+
+
+def test_offline_image_transitions_hold_the_policys_features_of_each_steps_observation(tmp_path, monkeypatch):
+    import dsrl.data.offline
+    from dsrl.data.offline import agent_observations, chunk_transitions
+    from dsrl.data.trajectories import Trajectories, load_dppo
+
+    torch.manual_seed(0)
+    policy = build_base_policy(dict(IMAGE_POLICY, cond_steps=1)).freeze()
+    rng = np.random.default_rng(0)
+    normalizer = Trajectories(
+        states=rng.uniform(0, 512, (5, 2)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (5, 2)).astype(np.float32),
+        rewards=np.arange(5, dtype=np.float32),
+        terminals=np.array([0, 0, 1, 0, 0], bool),
+        traj_lengths=np.array([3, 2]),
+        images=rng.integers(0, 256, (5, 3, 16, 16), dtype=np.uint8),
+    ).save_dppo(str(tmp_path))
+    data = load_dppo(str(tmp_path / "train.npz"))  # states normalised, images as stored
+    monkeypatch.setattr(dsrl.data.offline, "EMBED_BATCH", 2)  # three batches
+    features = agent_observations(data, normalizer, policy)
+    full_obs = np.concatenate([data.images.reshape(5, -1) / 255.0 * 2 - 1, data.states], axis=1)  # as the env's
+    expected = policy.encode(torch.as_tensor(full_obs, dtype=torch.float32)).numpy()
+    assert features.shape == (5, policy.feature_dim)
+    np.testing.assert_allclose(features, expected, atol=1e-5)
+    transitions = chunk_transitions(data, features, chunk=2)
+    np.testing.assert_array_equal(transitions["next_obs"], features[[2, 2, 2, 4, 4]])

@@ -163,7 +163,8 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
 
 
 def test_offline_data_enters_the_replay_buffer_and_must_share_normalization(tmp_path):
-    from dsrl.data.offline import add_to_replay_buffer, chunk_transitions
+    from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions
+    from dsrl.data.trajectories import load_dppo
     from dsrl.envs.steering import collect_demonstrations
     from dsrl.training import build_agent, check_offline_normalization
 
@@ -179,7 +180,8 @@ def test_offline_data_enters_the_replay_buffer_and_must_share_normalization(tmp_
     policy = load_base_policy(dict(cfg.base_policy))
     venv = make_vec_env(dict(cfg.env), normalizer, policy.chunk, policy.cond_steps, 4)
     model = build_agent(cfg, venv, policy, torch.device("cpu"))
-    transitions = chunk_transitions(str(tmp_path / "same" / "train.npz"), policy.chunk)
+    loaded = load_dppo(str(tmp_path / "same" / "train.npz"))
+    transitions = chunk_transitions(loaded, agent_observations(loaded, normalizer), policy.chunk)
     added = add_to_replay_buffer(model.replay_buffer, transitions)
     assert added == len(transitions["obs"]) // 4 * 4 and model.replay_buffer.pos == added // 4
     stored = model.replay_buffer.actions[: model.replay_buffer.pos].reshape(-1, 8)

@@ -1,40 +1,71 @@
 """Offline transitions from a DPPO dataset (``train.npz``, see :mod:`dsrl.data.trajectories`),
-cut into action chunks for DSRL-NA's replay buffer."""
+cut into action chunks for DSRL-NA's replay buffer, observed as the agent observes the env (states, or the
+base policy's features of states and images)."""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from stable_baselines3.common.buffers import ReplayBuffer
 
-from dsrl.data.trajectories import action_chunks, load_dppo
+from dsrl.base_policies.base import NoisePolicy
+from dsrl.base_policies.normalization import Normalizer
+from dsrl.data.trajectories import Trajectories, action_chunks
+from dsrl.envs.embedding_env import embed
+from dsrl.pretrain import ObservationHistories
+
+EMBED_BATCH = 1024  # dataset steps whose full observations are built and encoded at once (1024 PushT images: 113 MB)
 
 
-def chunk_transitions(path: str, chunk: int, reward_offset: float = 0.0) -> dict[str, np.ndarray]:
+def agent_observations(data: Trajectories, normalizer: Normalizer, policy: NoisePolicy | None = None) -> np.ndarray:
+    """What the agent observes at each dataset step: (N, agent_obs_dim) float32.
+
+    :param data: the dataset (states normalised, images as stored)
+    :param normalizer: the base policy's bounds, whose pixel bounds normalise the images
+    :param policy: the base policy whose conditioning features the agent observes (``train.agent_obs:
+        policy_embedding``): each step's full observation ([pixels, state] for image datasets) is built and
+        encoded in batches; None: the agent observes the normalised states (datasets without images only)
+    """
+    if policy is None:
+        if data.images is not None:
+            raise ValueError(
+                "train.load_offline_data: the dataset holds images; the agent observes them only as the base "
+                "policy's features (train.agent_obs=policy_embedding)"
+            )
+        return data.states
+    histories = ObservationHistories(data, np.arange(len(data.states))[:, None], normalizer)
+    batches = torch.arange(len(histories)).split(EMBED_BATCH)
+    return np.concatenate([embed(policy, histories[steps].numpy()) for steps in batches])
+
+
+def chunk_transitions(
+    data: Trajectories, step_obs: np.ndarray, chunk: int, reward_offset: float = 0.0
+) -> dict[str, np.ndarray]:
     """One transition per dataset step: (obs, chunk of actions, summed reward, obs after the chunk, done).
 
     Chunks near a trajectory's end are padded with its last action; the
     reward sums the steps actually in the trajectory, each minus ``reward_offset``.
+
+    :param data: the dataset
+    :param step_obs: (N, agent_obs_dim) what the agent observes at each dataset step (:func:`agent_observations`)
+    :param chunk: actions per transition (the base policy's horizon_steps)
+    :param reward_offset: subtracted from every dataset reward (``env.reward_offset``)
     """
-    data = load_dppo(path)
-    if data.images is not None:
-        raise ValueError(
-            f"train.load_offline_data: {path!r} holds images; offline transitions are made from datasets of "
-            "flat observations only"
-        )
     out: dict[str, list] = {"obs": [], "next_obs": [], "actions": [], "rewards": [], "dones": []}
     start = 0
     for length in data.traj_lengths:
-        s, a = data.states[start : start + length], data.actions[start : start + length]
+        a = data.actions[start : start + length]
         r, d = data.rewards[start : start + length] - reward_offset, data.terminals[start : start + length]
         chunks = action_chunks(a, chunk).reshape(length, -1)
         for t in range(length):
             end = min(t + chunk, length)
-            out["obs"].append(s[t])
-            out["next_obs"].append(s[min(end, length - 1)])
+            out["obs"].append(start + t)
+            out["next_obs"].append(start + min(end, length - 1))
             out["actions"].append(chunks[t])
             out["rewards"].append(r[t:end].sum())
             out["dones"].append(d[t:end].any())
         start += length
+    out["obs"], out["next_obs"] = step_obs[out["obs"]], step_obs[out["next_obs"]]
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
 
