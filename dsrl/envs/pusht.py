@@ -14,10 +14,10 @@
 
 Actions are the agent's target position in [0, 512]^2. Success is the env's
 ``is_success``: block coverage of the goal above ``success_threshold``, which
-ends the episode. Pixel envs draw their image only on the steps whose
-observation is read (:mod:`dsrl.envs.pusht_on_demand`). The reward (``reward_type``) is gym-pusht's ``dense`` one,
+ends the episode. The reward (``reward_type``) is gym-pusht's ``dense`` one,
 coverage / ``success_threshold`` clipped to [0, 1], or ``sparse``: 1 at
-success, else 0.
+success, else 0. Pixel envs draw their image only on the steps whose
+observation is read (:mod:`dsrl.envs.pusht_on_demand`).
 """
 
 from __future__ import annotations
