@@ -87,7 +87,10 @@ class EvalVideo:
         try:
             frames = self.record(agent)
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            write_atomic(path, lambda tmp: imageio.mimwrite(tmp, frames, fps=self.fps, format="FFMPEG"))
+            # macro_block_size=2: even frame sizes (PushT's 680x680) are kept as rendered, not rescaled with a warning
+            write_atomic(
+                path, lambda tmp: imageio.mimwrite(tmp, frames, fps=self.fps, format="FFMPEG", macro_block_size=2)
+            )
         except Exception as exc:  # renderers fail in many ways (no display, no GL library, driver errors)
             self.enabled = False
             log.warning("evaluation videos are off from now on: recording failed (%s: %s)", type(exc).__name__, exc)
