@@ -32,12 +32,13 @@ from tqdm import tqdm
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.config import compose_task_config, user_path
+from dsrl.data.observation_histories import ObservationHistories
 from dsrl.data.trajectories import chunk_pairs, load_dppo
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, evaluate
 from dsrl.files import write_atomic
 from dsrl.interrupts import RunInterrupted, StopRequest
-from dsrl.pretrain import BehaviourCloning, ObservationHistories
+from dsrl.pretrain import BehaviourCloning
 from dsrl.settings import first_difference
 
 

@@ -17,6 +17,7 @@ from conftest import run_script
 
 from dsrl.base_policies.normalization import Normalizer
 from dsrl.config import REPO_ROOT
+from dsrl.data.observation_histories import ObservationHistories
 from dsrl.data.offline import agent_observations, chunk_transitions
 from dsrl.data.robomimic_hdf5 import read_low_dim, write_demos
 from dsrl.data.trajectories import (
@@ -27,7 +28,6 @@ from dsrl.data.trajectories import (
     record_episode,
     split_images,
 )
-from dsrl.pretrain import ObservationHistories
 
 KEYS = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
 SIZES = {"robot0_eef_pos": 3, "robot0_eef_quat": 4, "robot0_gripper_qpos": 2, "object": 14}

@@ -10,9 +10,9 @@ from stable_baselines3.common.buffers import ReplayBuffer
 
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.base_policies.normalization import Normalizer
+from dsrl.data.observation_histories import ObservationHistories
 from dsrl.data.trajectories import Trajectories, action_chunks
 from dsrl.envs.embedding_env import embed
-from dsrl.pretrain import ObservationHistories
 
 EMBED_BATCH = 1024  # dataset steps whose full observations are built and encoded at once (1024 PushT images: 113 MB)
 

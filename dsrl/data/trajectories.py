@@ -249,7 +249,7 @@ def chunk_pairs(trajectories: Trajectories, chunk: int, cond_steps: int = 1) -> 
     """Behaviour-cloning pairs, one per step: the rows of its observation history and the action chunk that follows.
 
     Rows rather than observations, so that each observation is held once
-    (see :class:`dsrl.pretrain.ObservationHistories`).
+    (see :class:`dsrl.data.observation_histories.ObservationHistories`).
 
     :return: history rows (N, cond_steps) into the dataset, oldest first, the
         trajectory's first row repeated before its start; chunks (N, chunk,
