@@ -23,13 +23,18 @@ class PushTObservedOnDemand(PushTEnv):
         super().__init__(*args, **kwargs)
         self.skip_observation = False
         self._observation: Any = None
+        self._coverage = 0.0
 
     def reset(self, *args: Any, **kwargs: Any):
         self._observation = None
         return super().reset(*args, **kwargs)
 
+    def _get_coverage(self) -> float:
+        self._coverage = super()._get_coverage()
+        return self._coverage
+
     def get_obs(self):
-        # the success test is gym-pusht's step's own termination test, on the same state
-        if self._observation is None or not self.skip_observation or self._get_coverage() > self.success_threshold:
+        # gym-pusht's step computes the coverage, and terminates above the threshold, just before it observes
+        if self._observation is None or not self.skip_observation or self._coverage > self.success_threshold:
             self._observation = super().get_obs()
         return {key: value.copy() for key, value in self._observation.items()}  # a fresh dict, as gym-pusht returns
