@@ -20,8 +20,7 @@ from dsrl.base_policies import NoisePolicy, Normalizer, PolicyEmbeddingView, loa
 from dsrl.callbacks import DSRLCallback
 from dsrl.checkpointing import Checkpointer, Resume, load_resume, save_run_config
 from dsrl.config import check_run_config, user_path
-from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions
-from dsrl.data.trajectories import load_dppo
+from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions, load_in_policy_bounds
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
@@ -144,18 +143,6 @@ def load_agent(
     return model
 
 
-def check_offline_normalization(data_path: str, normalizer: Normalizer) -> None:
-    """A DPPO dataset's ``normalization.npz`` (beside its train.npz) must be the base policy's."""
-    data_norm = os.path.join(os.path.dirname(data_path), "normalization.npz")
-    if not os.path.isfile(data_norm):
-        raise FileNotFoundError(f"train.load_offline_data: {data_norm!r} (the dataset's normalization) does not exist")
-    if not Normalizer.load(data_norm).matches(normalizer):
-        raise ValueError(
-            f"train.load_offline_data: {data_norm!r} differs from base_policy.normalization; the dataset's "
-            "observations and actions would be scaled differently from the env's"
-        )
-
-
 def prepare_renderer(suite: str) -> bool:
     """Choose MuJoCo's offscreen backend (``MUJOCO_GL``) before any simulator is imported or built.
 
@@ -231,8 +218,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     f"{cond_steps}): offline transitions hold single dataset steps"
                 )
             data_path = user_path(cfg.train.load_offline_data)
-            check_offline_normalization(data_path, normalizer)
-            data = load_dppo(data_path)
+            data = load_in_policy_bounds(data_path, normalizer)
             encoder = base_policy if cfg.train.agent_obs == "policy_embedding" else None
             step_obs = agent_observations(data, normalizer, encoder)
             transitions = chunk_transitions(data, step_obs, chunk, cfg.env.reward_offset)

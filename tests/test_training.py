@@ -162,25 +162,32 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
     assert restored.num_timesteps > 0
 
 
-def test_offline_data_enters_the_replay_buffer_and_must_share_normalization(tmp_path):
-    from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions
-    from dsrl.data.trajectories import load_dppo
+def test_offline_data_enters_the_replay_buffer_in_the_base_policys_bounds(tmp_path):
+    from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions, load_in_policy_bounds
     from dsrl.envs.steering import collect_demonstrations
-    from dsrl.training import build_agent, check_offline_normalization
+    from dsrl.training import build_agent
 
     cfg = steering_config(tmp_path)
     normalizer = Normalizer.load(cfg.base_policy.normalization)
     data, _ = collect_demonstrations(20, seed=5)
     data.save_dppo(str(tmp_path / "same"), normalizer)
-    check_offline_normalization(str(tmp_path / "same" / "train.npz"), normalizer)
-    data.save_dppo(str(tmp_path / "refit"))
-    with pytest.raises(ValueError, match="differs from base_policy.normalization"):
-        check_offline_normalization(str(tmp_path / "refit" / "train.npz"), normalizer)
+    loaded = load_in_policy_bounds(str(tmp_path / "same" / "train.npz"), normalizer)
+    np.testing.assert_allclose(loaded.states, normalizer.normalize_obs(data.states), atol=1e-5)
+    np.testing.assert_allclose(loaded.actions, normalizer.normalize_action(data.actions), atol=1e-5)
+    refit = data.save_dppo(str(tmp_path / "refit"))
+    assert not refit.matches(normalizer)
+    from_refit = load_in_policy_bounds(str(tmp_path / "refit" / "train.npz"), normalizer)
+    np.testing.assert_allclose(from_refit.states, loaded.states, atol=1e-5)
+    np.testing.assert_allclose(from_refit.actions, loaded.actions, atol=1e-5)
+    Normalizer(refit.obs_min[:1], refit.obs_max[:1], refit.action_min, refit.action_max).save(
+        str(tmp_path / "refit" / "normalization.npz")
+    )
+    with pytest.raises(ValueError, match="load_offline_data's bounds beside .* has obs_min of 1 dims"):
+        load_in_policy_bounds(str(tmp_path / "refit" / "train.npz"), normalizer)
 
     policy = load_base_policy(dict(cfg.base_policy))
     venv = make_vec_env(dict(cfg.env), normalizer, policy.chunk, policy.cond_steps, 4)
     model = build_agent(cfg, venv, policy, torch.device("cpu"))
-    loaded = load_dppo(str(tmp_path / "same" / "train.npz"))
     transitions = chunk_transitions(loaded, agent_observations(loaded, normalizer), policy.chunk)
     added = add_to_replay_buffer(model.replay_buffer, transitions)
     assert added == len(transitions["obs"]) // 4 * 4 and model.replay_buffer.pos == added // 4

@@ -4,6 +4,8 @@ base policy's features of states and images)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -11,10 +13,38 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.base_policies.normalization import Normalizer
 from dsrl.data.observation_histories import ObservationHistories
-from dsrl.data.trajectories import Trajectories, action_chunks
+from dsrl.data.trajectories import Trajectories, action_chunks, load_dppo_in_units
 from dsrl.envs.embedding_env import embed
 
+log = logging.getLogger(__name__)
+
 EMBED_BATCH = 1024  # dataset steps whose full observations are built and encoded at once (1024 PushT images: 113 MB)
+
+
+def load_in_policy_bounds(path: str, normalizer: Normalizer) -> Trajectories:
+    """A DPPO dataset normalised with the base policy's bounds, whatever bounds it was saved with.
+
+    The ``normalization.npz`` beside ``path`` takes it back to simulator units and ``normalizer`` normalises it
+    again (images stay as stored), so a dataset with its own fitted bounds (another expert's, a regenerated one)
+    is observed as the env's wrappers would observe the same states. Values beyond the base policy's bounds stay
+    beyond [-1, 1]; their share is logged.
+
+    :param path: the dataset's ``train.npz`` (``train.load_offline_data``)
+    :param normalizer: the base policy's bounds
+    """
+    data, own = load_dppo_in_units(path)
+    own.require_dims(normalizer.obs_dim, normalizer.action_dim, f"train.load_offline_data's bounds beside {path!r}")
+    data.states = normalizer.obs_columns(data.n_pixels).normalize_obs(data.states)
+    data.actions = normalizer.normalize_action(data.actions)
+    if not own.matches(normalizer):
+        log.info(
+            "train.load_offline_data: %r re-normalised with the base policy's bounds; %.2f%% of state and %.2f%% "
+            "of action values fall outside [-1, 1]",
+            path,
+            100 * np.mean(np.abs(data.states) > 1),
+            100 * np.mean(np.abs(data.actions) > 1),
+        )
+    return data
 
 
 def agent_observations(data: Trajectories, normalizer: Normalizer, policy: NoisePolicy | None = None) -> np.ndarray:

@@ -120,6 +120,16 @@ def load_dppo(path: str) -> Trajectories:
     return trajectories.validate(path)
 
 
+def load_dppo_in_units(path: str) -> tuple[Trajectories, Normalizer]:
+    """A DPPO ``train.npz`` in simulator units (images as stored), and the bounds of the ``normalization.npz``
+    beside it that it was normalised with."""
+    own = Normalizer.load(os.path.join(os.path.dirname(path), "normalization.npz"))
+    data = load_dppo(path)
+    data.states = own.obs_columns(data.n_pixels).unnormalize_obs(data.states)
+    data.actions = own.unnormalize_action(data.actions)
+    return data, own
+
+
 def join_dppo(directories: list[str]) -> tuple[Trajectories, Normalizer]:
     """Datasets (directories with ``train.npz`` + ``normalization.npz``) joined in order, in simulator units.
 
@@ -128,21 +138,18 @@ def join_dppo(directories: list[str]) -> tuple[Trajectories, Normalizer]:
     """
     parts, normalizer = [], None
     for directory in directories:
-        own = Normalizer.load(os.path.join(directory, "normalization.npz"))
+        data, own = load_dppo_in_units(os.path.join(directory, "train.npz"))
         if normalizer is not None and (own.obs_dim, own.action_dim) != (normalizer.obs_dim, normalizer.action_dim):
             raise ValueError(
                 f"{directory!r} has obs_dim {own.obs_dim} and action_dim {own.action_dim}, "
                 f"{directories[0]!r} has {normalizer.obs_dim} and {normalizer.action_dim}"
             )
         normalizer = own if normalizer is None else normalizer.union(own)
-        data = load_dppo(os.path.join(directory, "train.npz"))
         if parts and data.n_pixels != parts[0].n_pixels:
             raise ValueError(
                 f"{directory!r} has {data.n_pixels} image pixels per observation, {directories[0]!r} has "
                 f"{parts[0].n_pixels}"
             )
-        data.states = own.obs_columns(data.n_pixels).unnormalize_obs(data.states)
-        data.actions = own.unnormalize_action(data.actions)
         parts.append(data)
     keys = KEYS + (("images",) if parts[0].images is not None else ())
     joined = Trajectories(**{key: np.concatenate([getattr(part, key) for part in parts]) for key in keys})
