@@ -55,6 +55,30 @@ def test_scripted_lift_success_is_detected_with_offset_reward():
     assert rewards[-1] == 0.0 and set(rewards[:-1]) == {-1.0}, "sparse success reward minus 1 per step"
 
 
+def test_without_terminate_on_success_the_episode_runs_on_and_remembers_its_success():
+    cfg = dict(
+        suite="robomimic", name="lift", max_episode_steps=300, reward_offset=1.0, kwargs={"terminate_on_success": False}
+    )
+    env = make_env(cfg, IDENTITY, chunk=1, cond_steps=1)
+    env.reset(seed=3)
+    expert = LiftExpert(env.unwrapped, np.random.default_rng(0), noise=0.0)
+    expert.reset()
+    for _ in range(300):
+        _, reward, terminated, _, info = env.step(expert.act())
+        assert not terminated
+        if info["is_success"]:
+            break
+    assert info["is_success"] and reward == 0.0, "a step in the success state earns 1 - 1"
+    open_gripper = np.array([0, 0, 0, 0, 0, 0, -1.0])
+    for _ in range(30):
+        _, reward, terminated, truncated, info = env.step(open_gripper)
+    assert reward == -1.0, "the dropped cube is no longer lifted"
+    assert info["is_success"] and not terminated and not truncated, "the episode goes on and keeps its success"
+    env.reset(seed=3)
+    _, _, _, _, info = env.step(open_gripper)
+    assert not info["is_success"], "a reset forgets it"
+
+
 def test_scripted_can_demo_succeeds_and_round_trips_through_hdf5(tmp_path):
     env = make_robomimic_env("can", 300)
     demo, success = run_expert_episode(CanExpert(env, np.random.default_rng(0), noise=0.0), seed=0, max_steps=300)

@@ -93,9 +93,11 @@ def import_robomimic_env_utils():
 class RobomimicLowDimEnv(gym.Env):
     """A Robomimic task with the listed low-dimensional observation keys, concatenated in order.
 
-    Reward is the task's sparse success reward (1 on success, else 0); with
-    ``terminate_on_success`` the episode ends at the first success.
-    ``info["is_success"]`` reports it. ``reset(seed=...)`` seeds numpy's
+    Reward is the task's sparse success reward (1 on a step in the success
+    state, else 0). With ``terminate_on_success`` the episode ends at the first
+    success; without it (the DSRL authors' episodes) it runs on to the time
+    limit. ``info["is_success"]`` says whether the episode has reached success at
+    any step so far (the authors' and Robomimic's measure). ``reset(seed=...)`` seeds numpy's
     global generator, which robosuite's object placement draws from, so a
     seed always gives the same initial scene. ``raw_obs`` holds the latest
     observation dict with every key the simulator provides.
@@ -125,6 +127,7 @@ class RobomimicLowDimEnv(gym.Env):
         )
         self.obs_keys = list(obs_keys)
         self.terminate_on_success = terminate_on_success
+        self.succeeded = False
         raw = self.raw_obs = self.env.reset()
         missing = [k for k in self.obs_keys if k not in raw]
         if missing:
@@ -143,14 +146,16 @@ class RobomimicLowDimEnv(gym.Env):
         if seed is not None:
             np.random.seed(seed)
         self.raw_obs = self.env.reset()
+        self.succeeded = False
         return self._flatten(self.raw_obs), {}
 
     def step(self, action):
         raw, reward, _, _ = self.env.step(np.asarray(action, dtype=np.float64))
         self.raw_obs = raw
         success = bool(self.env.is_success()["task"])
+        self.succeeded = self.succeeded or success
         terminated = success and self.terminate_on_success
-        return self._flatten(raw), float(reward), terminated, False, {"is_success": success}
+        return self._flatten(raw), float(reward), terminated, False, {"is_success": self.succeeded}
 
     def render(self) -> np.ndarray:
         """The ``agentview`` camera image (256, 256, 3), upright."""
