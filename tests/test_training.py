@@ -1,6 +1,7 @@
 """End to end: config checks, a Gym run's outputs, and DSRL solving the steering task."""
 
 import csv
+import dataclasses
 import glob
 import os
 import subprocess
@@ -182,8 +183,11 @@ def test_offline_data_enters_the_replay_buffer_in_the_base_policys_bounds(tmp_pa
     Normalizer(refit.obs_min[:1], refit.obs_max[:1], refit.action_min, refit.action_max).save(
         str(tmp_path / "refit" / "normalization.npz")
     )
-    with pytest.raises(ValueError, match="load_offline_data's bounds beside .* has obs_min of 1 dims"):
+    with pytest.raises(ValueError, match="bounds 1 observation and 2 action dims, .* holds 2 and 2"):
         load_in_policy_bounds(str(tmp_path / "refit" / "train.npz"), normalizer)
+    dataclasses.replace(data, states=data.states[:, :1]).save_dppo(str(tmp_path / "one_dim"))
+    with pytest.raises(ValueError, match="load_offline_data's bounds beside .* has obs_min of 1 dims"):
+        load_in_policy_bounds(str(tmp_path / "one_dim" / "train.npz"), normalizer)
 
     policy = load_base_policy(dict(cfg.base_policy))
     venv = make_vec_env(dict(cfg.env), normalizer, policy.chunk, policy.cond_steps, 4)
