@@ -96,8 +96,9 @@ class RobomimicLowDimEnv(gym.Env):
     Reward is the task's sparse success reward (1 on a step in the success
     state, else 0). With ``terminate_on_success`` the episode ends at the first
     success; without it (the DSRL authors' episodes) it runs on to the time
-    limit. ``info["is_success"]`` says whether the episode has reached success at
-    any step so far (the authors' and Robomimic's measure). ``reset(seed=...)`` seeds numpy's
+    limit. ``info["is_success"]`` reports the step's success
+    (:class:`~dsrl.envs.wrappers.ActionChunkWrapper` counts an episode a
+    success if any step was, the authors' measure). ``reset(seed=...)`` seeds numpy's
     global generator, which robosuite's object placement draws from, so a
     seed always gives the same initial scene. ``raw_obs`` holds the latest
     observation dict with every key the simulator provides.
@@ -127,7 +128,6 @@ class RobomimicLowDimEnv(gym.Env):
         )
         self.obs_keys = list(obs_keys)
         self.terminate_on_success = terminate_on_success
-        self.succeeded = False
         raw = self.raw_obs = self.env.reset()
         missing = [k for k in self.obs_keys if k not in raw]
         if missing:
@@ -146,16 +146,14 @@ class RobomimicLowDimEnv(gym.Env):
         if seed is not None:
             np.random.seed(seed)
         self.raw_obs = self.env.reset()
-        self.succeeded = False
         return self._flatten(self.raw_obs), {}
 
     def step(self, action):
         raw, reward, _, _ = self.env.step(np.asarray(action, dtype=np.float64))
         self.raw_obs = raw
         success = bool(self.env.is_success()["task"])
-        self.succeeded = self.succeeded or success
         terminated = success and self.terminate_on_success
-        return self._flatten(raw), float(reward), terminated, False, {"is_success": self.succeeded}
+        return self._flatten(raw), float(reward), terminated, False, {"is_success": success}
 
     def render(self) -> np.ndarray:
         """The ``agentview`` camera image (256, 256, 3), upright."""

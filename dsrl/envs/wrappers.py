@@ -63,8 +63,9 @@ class ActionChunkWrapper(gym.Wrapper):
     drawing the observations of all but a chunk's last step.
 
     ``info`` carries ``sim_steps`` (simulator steps this chunk ran), for
-    tasks that report it ``is_success`` (whether any simulator step in the
-    chunk reported success) and, with ``record_frames``, ``frames``: the
+    tasks that report it ``is_success`` (whether any simulator step of the
+    episode so far reported success: an episode that runs on after its
+    success, as Robomimic's do, still counts it) and, with ``record_frames``, ``frames``: the
     rendered image (H, W, 3) after each simulator step.
 
     :param env: env with Box observation (obs_dim,) and action (action_dim,) spaces
@@ -94,6 +95,7 @@ class ActionChunkWrapper(gym.Wrapper):
         self.action_space = spaces.Box(np.tile(inner_act.low, chunk), np.tile(inner_act.high, chunk), dtype=np.float32)
         self._history: deque = deque(maxlen=cond_steps)
         self._elapsed = 0
+        self._succeeded: bool | None = None
         self._skipping_sim = env.unwrapped if cond_steps == 1 and hasattr(env.unwrapped, "skip_observation") else None
 
     def _observation(self) -> np.ndarray:
@@ -102,13 +104,13 @@ class ActionChunkWrapper(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._elapsed = 0
+        self._succeeded = None
         self._history.extend([obs] * self.cond_steps)
         return self._observation(), info
 
     def step(self, action):
         actions = np.asarray(action, dtype=np.float32).reshape(self.chunk, self.action_dim)
         total_reward, terminated, truncated = 0.0, False, False
-        success: bool | None = None
         info: dict[str, Any] = {}
         sim_steps = 0
         frames = []
@@ -124,14 +126,14 @@ class ActionChunkWrapper(gym.Wrapper):
             sim_steps += 1
             total_reward += float(reward)
             if "is_success" in info:
-                success = bool(success) or bool(info["is_success"])
+                self._succeeded = bool(self._succeeded) or bool(info["is_success"])
             if self._elapsed >= self.max_episode_steps:
                 truncated = True
             if terminated or truncated:
                 break
         info = dict(info, sim_steps=sim_steps)
-        if success is not None:
-            info["is_success"] = success
+        if self._succeeded is not None:
+            info["is_success"] = self._succeeded
         if self.record_frames:
             info["frames"] = frames
         return self._observation(), total_reward, terminated, truncated, info
