@@ -145,6 +145,20 @@ def test_precomputed_distillation_pairs_are_the_base_policys_chunks(steering_pol
     np.testing.assert_array_equal(loaded.replay_buffer.distill_actions, buffer.distill_actions)
 
 
+def test_noise_critic_gap_is_what_q_w_overrates_at_the_actors_noise(steering_policy):
+    model = make_model(steering_policy)
+    model.learn(30)
+    overrate = 2.5
+
+    def aliased(obs, scaled_noise):  # Q_W = the target Q_A of the chunk the noise denoises to, plus 2.5
+        return model.critic_target.all_q(obs, model.denoise(obs, scaled_noise)) + overrate
+
+    model.noise_critic.all_q = aliased
+    model.noise_critic_grad_steps = 0
+    model.train(gradient_steps=3, batch_size=64)
+    assert model.logger.name_to_value["train/noise_critic_gap"] == pytest.approx(overrate, abs=1e-5)
+
+
 def test_save_load_continues_training_identically(steering_policy, tmp_path):
     model = make_model(steering_policy)
     model.learn(60)

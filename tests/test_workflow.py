@@ -30,6 +30,7 @@ TRAIN_METRICS = {
     "train/success_rate",
     "train/critic_loss",
     "train/noise_critic_loss",
+    "train/noise_critic_gap",
     "train/actor_loss",
     "train/ent_coef",
 }

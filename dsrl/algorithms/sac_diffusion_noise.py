@@ -41,6 +41,12 @@ class SACDiffusionNoise(SAC):
     w ~ N(0, I) clipped to ±``action_magnitude`` (the range the actor can
     output), each Q_W,i(s, w) regresses onto Q_A,i(s, π_dp(s, w)).
 
+    ``train/noise_critic_gap`` logs, on the last gradient step's next states,
+    ``combine Q_W(s', w') - combine Q_A'(s', π_dp(s', w'))`` at the actor's
+    sampled noise w' (both already computed for the TD target but Q_W): a gap
+    that grows positive means the actor has found noise where Q_W overrates
+    what the base policy makes of it.
+
     :param policy: policy class (``NoiseAliasingPolicy`` or its name "NoiseAliasingPolicy")
     :param env: VecEnv of action-chunk envs
     :param base_policy: the frozen noise policy π_dp; not saved with the model
@@ -185,6 +191,7 @@ class SACDiffusionNoise(SAC):
             "ent_coef_loss": [],
             "actor_loss": [],
             "critic_loss": [],
+            "noise_critic_gap": [],
         }
 
         for gradient_step in range(gradient_steps):
@@ -207,6 +214,9 @@ class SACDiffusionNoise(SAC):
                 next_noise, next_log_prob = self.actor.action_log_prob(data.next_observations)
                 next_actions = self.denoise(data.next_observations, next_noise)
                 next_q = combine(self.critic_target.all_q(data.next_observations, next_actions), how)
+                if gradient_step == gradient_steps - 1:
+                    next_q_w = combine(self.noise_critic.all_q(data.next_observations, next_noise), how)
+                    stats["noise_critic_gap"].append((next_q_w - next_q).mean())
                 if self.backup_entropy:
                     next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
                 target_q = data.rewards + (1 - data.dones) * self.gamma * next_q
