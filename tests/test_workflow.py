@@ -236,7 +236,7 @@ def test_resume_refuses_another_task_other_training_settings_or_a_non_run_direct
     saved = OmegaConf.load(run_dir / "config.yaml")  # as written by a dsrl from before the setting existed
     del saved.train["precompute_distillation"]
     OmegaConf.save(saved, run_dir / "config.yaml")
-    with pytest.raises(ValueError, match=r"its run has train.precompute_distillation=<not set>, this config has True"):
+    with pytest.raises(ValueError, match=r"its run has train.precompute_distillation=<not set>, this config has False"):
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600"))
 
 

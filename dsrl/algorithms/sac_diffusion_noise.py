@@ -58,7 +58,9 @@ class SACDiffusionNoise(SAC):
     :param backup_entropy: subtract the entropy term in the TD target
     :param precompute_distillation: denoise one distillation pair per stored
         transition once, in batches (:class:`DistillationReplayBuffer`), instead
-        of a fresh batch on every distillation step (the authors' way: False)
+        of a fresh batch on every distillation step (False, the authors' way);
+        faster, but each state keeps a single noise sample, which lets the actor
+        find noise where Q_W overrates the base policy's chunks
     :param noise_action_dim: the actor's and Q_W's noise dimension k (low-dimensional
         steering, expanded to the base policy's noise by :class:`NoiseExpansion`); <= 0: the full
         noise_steps * action_dim noise
@@ -77,7 +79,7 @@ class SACDiffusionNoise(SAC):
         noise_critic_grad_steps: int = 10,
         critic_backup_combine_type: str = "min",
         backup_entropy: bool = True,
-        precompute_distillation: bool = True,
+        precompute_distillation: bool = False,
         noise_action_dim: int = 0,
         noise_expansion: str = "tile",
         _init_setup_model: bool = True,
