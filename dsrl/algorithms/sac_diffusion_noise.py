@@ -43,7 +43,7 @@ class SACDiffusionNoise(SAC):
 
     ``train/noise_critic_gap`` logs, on the last gradient step's next states,
     ``combine Q_W(s', w') - combine Q_A'(s', π_dp(s', w'))`` at the actor's
-    sampled noise w' (both already computed for the TD target but Q_W): a gap
+    sampled noise w' (the TD target already computes all of it but Q_W): a gap
     that grows positive means the actor has found noise where Q_W overrates
     what the base policy makes of it.
 
