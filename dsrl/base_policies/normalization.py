@@ -69,11 +69,12 @@ class Normalizer:
         """The bounds of observation columns ``start:`` (and of all actions)."""
         return Normalizer(self.obs_min[start:], self.obs_max[start:], self.action_min, self.action_max)
 
-    def require_dims(self, obs_dim: int, action_dim: int, source: str) -> None:
-        """Raise a ValueError naming ``source`` when the bounds are not for (obs_dim, action_dim)."""
+    def require_dims(self, obs_dim: int, action_dim: int, source: str, wanted_by: str = "base_policy") -> None:
+        """Raise a ValueError naming ``source`` and ``wanted_by`` (what has those dims) when the bounds are not
+        for (obs_dim, action_dim)."""
         for kind, have, want in (("obs", self.obs_dim, obs_dim), ("action", self.action_dim, action_dim)):
             if have != want:
-                raise ValueError(f"{source} has {kind}_min of {have} dims, but base_policy.{kind}_dim={want}")
+                raise ValueError(f"{source} has {kind}_min of {have} dims, but {wanted_by} has {kind}_dim={want}")
 
     def matches(self, other: "Normalizer") -> bool:
         """Whether both hold the same bounds (to float32 precision)."""

@@ -126,12 +126,7 @@ def load_dppo_in_units(path: str) -> tuple[Trajectories, Normalizer]:
     bounds_path = os.path.join(os.path.dirname(path), "normalization.npz")
     own = Normalizer.load(bounds_path)
     data = load_dppo(path)
-    held = (data.n_pixels + data.states.shape[1], data.actions.shape[1])
-    if (own.obs_dim, own.action_dim) != held:
-        raise ValueError(
-            f"{bounds_path!r} bounds {own.obs_dim} observation and {own.action_dim} action dims, "
-            f"{path!r} holds {held[0]} and {held[1]}"
-        )
+    own.require_dims(data.n_pixels + data.states.shape[1], data.actions.shape[1], repr(bounds_path), repr(path))
     data.states = own.obs_columns(data.n_pixels).unnormalize_obs(data.states)
     data.actions = own.unnormalize_action(data.actions)
     return data, own
