@@ -112,6 +112,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
             backup_entropy=cfg.train.backup_entropy,
             precompute_distillation=cfg.train.precompute_distillation,
+            cuda_graphs=cfg.train.cuda_graphs,
             noise_action_dim=cfg.train.noise_action_dim,
             noise_expansion=cfg.train.noise_expansion,
             **kwargs,
@@ -127,7 +128,9 @@ def load_model(cfg: DictConfig, path: str, env: VecEnv, base_policy: NoisePolicy
     """A saved agent (``model_<env_steps>.zip``) of ``cfg.algorithm``, attached to ``env`` (the chunk env)."""
     env = in_agent_spaces(cfg, env, base_policy)
     if cfg.algorithm == "dsrl_na":
-        return SACDiffusionNoise.load(path, env=env, device=device, base_policy=agent_policy(cfg, base_policy))
+        return SACDiffusionNoise.load(
+            path, env=env, device=device, base_policy=agent_policy(cfg, base_policy), cuda_graphs=cfg.train.cuda_graphs
+        )
     return SAC.load(path, env=env, device=device)
 
 

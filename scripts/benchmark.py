@@ -11,8 +11,9 @@ widths, utd and DDIM steps; replay buffers filled with random transitions):
 - ``dsrl_na_update_s``: one ``SACDiffusionNoise.train(gradient_steps=utd)``
   call (utd critic/actor steps, then ``noise_critic_grad_steps`` distillation steps);
 - ``floor_update_s``: the same mathematical work as the shortest plain-PyTorch
-  loop (same networks, same denoising passes, batches indexed from device
-  tensors, no SB3, no logging), the reference the implementation is held to;
+  loop, eager (same networks, same denoising passes, batches indexed from
+  device tensors, no SB3, no logging), the reference the implementation is
+  held to;
 - ``sb3_sac_update_s``: SB3's own ``SAC.train(gradient_steps=utd)`` with
   MlpPolicy at the same widths and dimensions, for orientation.
 
@@ -142,7 +143,9 @@ def floor_update(model, cfg: DictConfig, device: torch.device) -> Callable[[], N
                 target_q = rew_all[index] + (1 - done_all[index]) * gamma * next_q
             q = critic.all_q(obs, act)
             step(optim["critic"], 0.5 * ((q - target_q) ** 2).mean(dim=(1, 2)).sum())
+            noise_critic.requires_grad_(False)  # the actor's loss needs no gradients of Q_W's weights
             step(optim["actor"], (alpha * log_prob - noise_critic.all_q(obs, noise).min(0).values).mean())
+            noise_critic.requires_grad_(True)
             with torch.no_grad():
                 torch._foreach_lerp_(target, online, tau)
         for _ in range(cfg.train.noise_critic_grad_steps):
@@ -204,7 +207,11 @@ def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, e
 
 
 def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra: list[str]) -> float:
-    """Simulator steps per second of ``learn()`` once learning began (4 subprocess train envs; final eval excluded)."""
+    """Simulator steps per second of ``learn()`` once learning began (4 subprocess train envs).
+
+    Read from the last log dump; the final evaluation's dump holds the training
+    rate recorded on the last training step, before that evaluation ran.
+    """
     path, overrides = CONFIGS[name]
     cfg = compose_task_config(
         repo_path(path),
@@ -218,6 +225,7 @@ def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra
             "env.n_eval_envs=1",
             "eval.interval_env_steps=0",
             "eval.n_episodes=1",
+            "log_interval=1",
             "eval.stochastic=false",
             "video.every_evals=0",
             "save_replay_buffer=false",
@@ -229,7 +237,7 @@ def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra
     cfg.train.total_env_steps = cfg.train.init_rollout_steps * cfg.base_policy.horizon_steps + env_steps
     run(cfg)
     with open(f"{cfg.run_dir}/progress.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/env_steps_per_s") and not r.get("eval/return_mean")]
+        rows = [r for r in csv.DictReader(f) if r.get("train/env_steps_per_s") and float(r["train/gradient_steps"]) > 0]
     return float(rows[-1]["train/env_steps_per_s"])
 
 

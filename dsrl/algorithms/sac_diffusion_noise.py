@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3 import SAC
 from stable_baselines3.common.type_aliases import GymEnv
-from stable_baselines3.common.utils import polyak_update
 
 from dsrl.algorithms.distillation_buffer import DistillationReplayBuffer
+from dsrl.algorithms.graphed_step import GraphedStep
 from dsrl.algorithms.policies import NoiseAliasingPolicy
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
@@ -22,6 +22,25 @@ COMBINE_TYPES = ("min", "mean")
 def combine(q_values: torch.Tensor, how: str) -> torch.Tensor:
     """Combine an ensemble's values (n, B, 1) into (B, 1) by ``min`` or ``mean``."""
     return q_values.min(dim=0).values if how == "min" else q_values.mean(dim=0)
+
+
+def parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The tensors ``optimizer`` updates, in its order."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def batches(tensors: Sequence[torch.Tensor], n: int, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``n`` consecutive batches of ``batch_size`` rows of every tensor (n * batch_size rows each), zipped."""
+    return zip(*(t.view(n, batch_size, *t.shape[1:]).unbind(0) for t in tensors))
+
+
+def step_optimizers(optimizers: list[torch.optim.Optimizer], gradients: Sequence[torch.Tensor]) -> None:
+    """Step each optimizer with ``gradients``: all optimizers' :func:`parameters`' gradients, concatenated."""
+    remaining = iter(gradients)
+    for optimizer in optimizers:
+        for parameter, gradient in zip(parameters(optimizer), remaining):
+            parameter.grad = gradient
+        optimizer.step()
 
 
 class SACDiffusionNoise(SAC):
@@ -41,11 +60,17 @@ class SACDiffusionNoise(SAC):
     w ~ N(0, I) clipped to ±``action_magnitude`` (the range the actor can
     output), each Q_W,i(s, w) regresses onto Q_A,i(s, π_dp(s, w)).
 
-    ``train/noise_critic_gap`` logs, on the last gradient step's next states,
+    ``train/noise_critic_gap`` logs, on each gradient step's next states,
     ``combine Q_W(s', w') - combine Q_A'(s', π_dp(s', w'))`` at the actor's
-    sampled noise w' (the TD target already computes all of it but Q_W): a gap
-    that grows positive means the actor has found noise where Q_W overrates
-    what the base policy makes of it.
+    sampled noise w' (the TD target already computes all of it but Q_W),
+    averaged over the update: a gap that grows positive means the actor has
+    found noise where Q_W overrates what the base policy makes of it.
+
+    Each gradient step computes all its gradients first (each of its losses
+    reads the parameters as they were before the step), then steps the
+    optimizers; on CUDA with
+    ``cuda_graphs`` the gradient computations run as captured CUDA graphs
+    (:class:`GraphedStep`), the optimizer and polyak steps eagerly.
 
     :param policy: policy class (``NoiseAliasingPolicy`` or its name "NoiseAliasingPolicy")
     :param env: VecEnv of action-chunk envs
@@ -61,6 +86,8 @@ class SACDiffusionNoise(SAC):
         of a fresh batch on every distillation step (False, the authors' way);
         faster, but each state keeps a single noise sample, which lets the actor
         find noise where Q_W overrates the base policy's chunks
+    :param cuda_graphs: on a CUDA device, replay each gradient computation (DDIM
+        passes included) as a CUDA graph; no effect on other devices
     :param noise_action_dim: the actor's and Q_W's noise dimension k (low-dimensional
         steering, expanded to the base policy's noise by :class:`NoiseExpansion`); <= 0: the full
         noise_steps * action_dim noise
@@ -80,6 +107,7 @@ class SACDiffusionNoise(SAC):
         critic_backup_combine_type: str = "min",
         backup_entropy: bool = True,
         precompute_distillation: bool = False,
+        cuda_graphs: bool = True,
         noise_action_dim: int = 0,
         noise_expansion: str = "tile",
         _init_setup_model: bool = True,
@@ -98,6 +126,7 @@ class SACDiffusionNoise(SAC):
         self.critic_backup_combine_type = critic_backup_combine_type
         self.backup_entropy = backup_entropy
         self.precompute_distillation = precompute_distillation
+        self.cuda_graphs = cuda_graphs
         self.noise_action_dim = noise_action_dim
         self.noise_expansion = noise_expansion
         if precompute_distillation:
@@ -137,6 +166,9 @@ class SACDiffusionNoise(SAC):
     def _create_aliases(self) -> None:
         super()._create_aliases()
         self.noise_critic = self.policy.noise_critic
+        self.critic_parameters = list(self.critic.parameters())
+        self.critic_target_parameters = list(self.critic_target.parameters())
+        self._graphed: tuple[GraphedStep, GraphedStep] | None = None
 
     def denoise(self, obs: torch.Tensor, scaled_noise: torch.Tensor) -> torch.Tensor:
         """Real chunks (B, chunk * action_dim) for noise (B, noise_dim) scaled to [-1, 1] (the actor's output)."""
@@ -183,76 +215,85 @@ class SACDiffusionNoise(SAC):
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
-        optimizers = [self.actor.optimizer, self.critic.optimizer, self.noise_critic.optimizer]
+        optimizers = [self.critic.optimizer, self.actor.optimizer]
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
-        self._update_learning_rate(optimizers)
-        how = self.critic_backup_combine_type
-        stats: dict[str, list[torch.Tensor]] = {
-            "ent_coef": [],
-            "ent_coef_loss": [],
-            "actor_loss": [],
-            "critic_loss": [],
-            "noise_critic_gap": [],
-        }
+        self._update_learning_rate(optimizers + [self.noise_critic.optimizer])
+        if self.cuda_graphs and self.device.type == "cuda" and self._graphed is None:
+            self._graphed = (GraphedStep(self._sac_gradients), GraphedStep(self._distillation_gradients))
+        sac_gradients, distillation_gradients = self._graphed or (self._sac_gradients, self._distillation_gradients)
 
-        for gradient_step in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            noise_pi, log_prob = self.actor.action_log_prob(data.observations)
-            log_prob = log_prob.reshape(-1, 1)
-
-            if self.ent_coef_optimizer is not None:
-                ent_coef = torch.exp(self.log_ent_coef.detach())
-                ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
-                self.ent_coef_optimizer.zero_grad()
-                ent_coef_loss.backward()
-                self.ent_coef_optimizer.step()
-                stats["ent_coef_loss"].append(ent_coef_loss.detach())
-            else:
-                ent_coef = self.ent_coef_tensor
-            stats["ent_coef"].append(ent_coef.detach().reshape(()))
-
-            with torch.no_grad():
-                next_noise, next_log_prob = self.actor.action_log_prob(data.next_observations)
-                next_actions = self.denoise(data.next_observations, next_noise)
-                next_q = combine(self.critic_target.all_q(data.next_observations, next_actions), how)
-                if gradient_step == gradient_steps - 1:
-                    next_q_w = combine(self.noise_critic.all_q(data.next_observations, next_noise), how)
-                    stats["noise_critic_gap"].append((next_q_w - next_q).mean())
-                if self.backup_entropy:
-                    next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
-                target_q = data.rewards + (1 - data.dones) * self.gamma * next_q
-
-            current_q = self.critic.all_q(data.observations, data.actions)
-            critic_loss = (
-                0.5 * F.mse_loss(current_q, target_q.expand_as(current_q), reduction="none").mean(dim=(1, 2)).sum()
-            )
-            self.critic.optimizer.zero_grad()
-            critic_loss.backward()
-            self.critic.optimizer.step()
-            stats["critic_loss"].append(critic_loss.detach())
-
-            q_pi = combine(self.noise_critic.all_q(data.observations, noise_pi), how)
-            actor_loss = (ent_coef * log_prob - q_pi).mean()
-            self.actor.optimizer.zero_grad()
-            actor_loss.backward()
-            self.actor.optimizer.step()
-            stats["actor_loss"].append(actor_loss.detach())
-
+        data = self.replay_buffer.sample(batch_size * gradient_steps, env=self._vec_normalize_env)
+        sac_stats = []
+        for gradient_step, batch in enumerate(batches(data[:5], gradient_steps, batch_size)):
+            *gradients, stats = sac_gradients(*batch)
+            sac_stats.append(stats.clone())
+            step_optimizers(optimizers, gradients)
             if gradient_step % self.target_update_interval == 0:
-                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                with torch.no_grad():
+                    torch._foreach_lerp_(self.critic_target_parameters, self.critic_parameters, self.tau)
 
         if self.precompute_distillation:
             self.pair_new_transitions()
-        noise_critic_losses = [self._distill_noise_critic(batch_size) for _ in range(self.noise_critic_grad_steps)]
+        n_distill = self.noise_critic_grad_steps
+        distillation_losses = []
+        for batch in batches(self._distillation_data(batch_size * n_distill), n_distill, batch_size):
+            *gradients, loss = distillation_gradients(*batch)
+            distillation_losses.append(loss.clone())
+            step_optimizers([self.noise_critic.optimizer], gradients)
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, values in stats.items():
-            if values:
-                self.logger.record(f"train/{key}", torch.stack(values).mean().item())
-        if noise_critic_losses:
-            self.logger.record("train/noise_critic_loss", torch.stack(noise_critic_losses).mean().item())
+        means = torch.stack(sac_stats).mean(0).tolist() if sac_stats else []
+        names = ["ent_coef", "actor_loss", "critic_loss", "noise_critic_gap", "ent_coef_loss"]
+        for name, value in zip(names, means):
+            self.logger.record(f"train/{name}", value)
+        if distillation_losses:
+            self.logger.record("train/noise_critic_loss", torch.stack(distillation_losses).mean().item())
+
+    def _sac_gradients(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        next_obs: torch.Tensor,
+        dones: torch.Tensor,
+        rewards: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """One gradient step's gradients, computed before any of its optimizer steps.
+
+        Returns the gradients of Q_A's parameters, the actor's, and log α's
+        (when learnt), in their optimizers' order, then the stats (4 or 5,):
+        α, actor loss, critic loss, ``noise_critic_gap`` [, α loss]. A batch of
+        B transitions: obs/next_obs (B, obs_dim), actions (B, chunk_dim),
+        dones/rewards (B, 1). No host round trips (it may be a CUDA graph).
+        """
+        how = self.critic_backup_combine_type
+        noise_pi, log_prob = self.actor.action_log_prob(obs)
+        log_prob = log_prob.reshape(-1, 1)
+        learnt = self.ent_coef_optimizer is not None
+        ent_coef = torch.exp(self.log_ent_coef.detach()) if learnt else self.ent_coef_tensor
+
+        with torch.no_grad():
+            next_noise, next_log_prob = self.actor.action_log_prob(next_obs)
+            next_q = combine(self.critic_target.all_q(next_obs, self.denoise(next_obs, next_noise)), how)
+            gap = (combine(self.noise_critic.all_q(next_obs, next_noise), how) - next_q).mean()
+            if self.backup_entropy:
+                next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
+            target_q = rewards + (1 - dones) * self.gamma * next_q
+
+        current_q = self.critic.all_q(obs, actions)
+        critic_loss = (
+            0.5 * F.mse_loss(current_q, target_q.expand_as(current_q), reduction="none").mean(dim=(1, 2)).sum()
+        )
+        actor_loss = (ent_coef * log_prob - combine(self.noise_critic.all_q(obs, noise_pi), how)).mean()
+        losses = [(critic_loss, self.critic.optimizer), (actor_loss, self.actor.optimizer)]
+        stats = [ent_coef.reshape(()), actor_loss.detach(), critic_loss.detach(), gap]
+        if learnt:
+            ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+            losses.append((ent_coef_loss, self.ent_coef_optimizer))
+            stats.append(ent_coef_loss.detach())
+        gradients = [g for loss, optimizer in losses for g in torch.autograd.grad(loss, parameters(optimizer))]
+        return (*gradients, torch.stack(stats))
 
     def distillation_noise(self, batch_size: int) -> torch.Tensor:
         """Noise w ~ N(0, I) clipped to ±action_magnitude, scaled to [-1, 1]: (batch_size, noise_dim)."""
@@ -272,26 +313,40 @@ class SACDiffusionNoise(SAC):
         noise = (scaled * self.action_magnitude).cpu().numpy().reshape(shape)
         buffer.set_pairs(rows, noise, chunks.cpu().numpy().reshape(shape))
 
-    def _distill_noise_critic(self, batch_size: int) -> torch.Tensor:
-        """One regression step of Q_W(s, w) onto Q_A(s, π_dp(s, w)); returns the detached loss."""
+    def _distillation_data(self, n: int) -> tuple[torch.Tensor, ...]:
+        """n observations (n, obs_dim) to distil on, with their stored scaled noise and chunks when precomputed."""
         if self.precompute_distillation:
-            obs, noise, chunks = self.replay_buffer.sample_pairs(batch_size)
-            scaled = noise / self.action_magnitude
+            obs, noise, chunks = self.replay_buffer.sample_pairs(n)
+            return obs, noise / self.action_magnitude, chunks
+        return (self.replay_buffer.sample(n, env=self._vec_normalize_env).observations,)
+
+    def _distillation_gradients(self, obs: torch.Tensor, *pair: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Gradients of Q_W's parameters, then the loss, of regressing Q_W(s, w) onto Q_A(s, π_dp(s, w)).
+
+        ``pair`` is the stored (scaled noise (B, noise_dim), chunks (B, chunk_dim))
+        for the observations (B, obs_dim), or empty: fresh noise, denoised here.
+        No host round trips (it may be a CUDA graph).
+        """
+        if pair:
+            scaled, chunks = pair
         else:
-            obs = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env).observations
-            scaled = self.distillation_noise(batch_size)
+            scaled = self.distillation_noise(len(obs))
             chunks = self.denoise(obs, scaled)
         with torch.no_grad():
             target = self.critic.all_q(obs, chunks)
         prediction = self.noise_critic.all_q(obs, scaled)
         loss = 0.5 * F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2)).sum()
-        self.noise_critic.optimizer.zero_grad()
-        loss.backward()
-        self.noise_critic.optimizer.step()
-        return loss.detach()
+        return (*torch.autograd.grad(loss, parameters(self.noise_critic.optimizer)), loss.detach())
 
     def _excluded_save_params(self) -> list[str]:
-        return super()._excluded_save_params() + ["base_policy", "noise_critic", "expansion"]
+        return super()._excluded_save_params() + [
+            "base_policy",
+            "noise_critic",
+            "expansion",
+            "critic_parameters",
+            "critic_target_parameters",
+            "_graphed",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()

@@ -1,0 +1,58 @@
+"""CUDA-graph replay of DSRL-NA's gradient computations (run where a GPU is; skipped on CPU-only machines)."""
+
+import pytest
+import torch
+from conftest import SMALL_POLICY
+from test_sac_diffusion_noise import make_model
+from torch import nn
+
+from dsrl.algorithms.graphed_step import GraphedStep
+from dsrl.algorithms.sac_diffusion_noise import batches
+from dsrl.base_policies import build_base_policy
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_graphed_step_replays_the_function_on_new_inputs():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 1)).cuda()
+
+    def gradients(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loss = (net(x) ** 2).mean()
+        return (*torch.autograd.grad(loss, list(net.parameters())), loss.detach())
+
+    graphed = GraphedStep(gradients, warmup=2)
+    for _ in range(6):
+        x = torch.randn(32, 5, device="cuda")
+        got = [t.clone() for t in graphed(x)]
+        expected = gradients(x)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b)
+        with torch.no_grad():
+            net[0].weight.add_(0.1)  # parameters change in place between calls, as optimizers change them
+    assert graphed.graph is not None and graphed.calls == 2
+    with pytest.raises(ValueError, match=r"input of shape \(8, 5\), but the graph was captured with \(32, 5\)"):
+        graphed(torch.randn(8, 5, device="cuda"))
+
+
+@pytest.mark.parametrize("precompute", [False, True], ids=["fresh_noise", "pairs"])
+def test_graphed_dsrl_na_gradients_equal_eager_ones(precompute):
+    torch.manual_seed(0)
+    policy = build_base_policy(dict(SMALL_POLICY, obs_dim=2)).freeze().cuda()
+    model = make_model(policy, device="cuda", cuda_graphs=True, precompute_distillation=precompute, buffer_size=200)
+    model.learn(60)  # 20 train calls of 2 gradient steps: both graphs are captured and replayed
+    sac_graph, distillation_graph = model._graphed
+    assert sac_graph.graph is not None and distillation_graph.graph is not None
+    batch = model.replay_buffer.sample(32)[:5]
+    pair_batch = next(batches(model._distillation_data(32), 1, 32))
+    for graphed, eager, inputs in (
+        (sac_graph, model._sac_gradients, batch),
+        (distillation_graph, model._distillation_gradients, pair_batch),
+    ):
+        torch.cuda.manual_seed(5)
+        got = [t.clone() for t in graphed(*inputs)]
+        torch.cuda.manual_seed(5)
+        expected = eager(*inputs)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
