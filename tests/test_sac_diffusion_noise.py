@@ -8,7 +8,8 @@ from torch import nn
 
 from dsrl.algorithms.networks import EnsembleCritic
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
-from dsrl.base_policies import Normalizer, build_base_policy
+from dsrl.base_policies import Normalizer, PolicyEmbeddingView, build_base_policy
+from dsrl.base_policies.lerobot_adapter import LeRobotDiffusionAdapter
 from dsrl.envs.factory import make_vec_env
 
 MAGNITUDE = 0.8
@@ -210,6 +211,20 @@ def test_bad_settings_are_named(steering_policy):
     wrong = build_base_policy(dict(SMALL_POLICY, obs_dim=2, action_dim=3))
     with pytest.raises(ValueError, match=r"env action shape \(8,\) does not match"):
         make_model(wrong)
+
+
+def test_cuda_graphs_refuse_a_base_policy_that_cannot_be_captured(steering_policy):
+    assert LeRobotDiffusionAdapter.graph_capturable is False
+    steering_policy.graph_capturable = False
+    assert PolicyEmbeddingView(steering_policy).graph_capturable is False
+    model = make_model(steering_policy, _init_setup_model=False)
+    model.device = torch.device("cuda")  # the check comes before anything touches the device
+    message = r"cuda_graphs=True \(train.cuda_graphs\) on cuda, but DiffusionPolicy cannot sample inside a CUDA graph"
+    with pytest.raises(ValueError, match=message):
+        model._setup_model()
+    model.device = torch.device("cpu")  # no effect on a CPU
+    model._setup_model()
+    assert model._graphed is None
 
 
 def test_ensemble_critic_equals_separate_critics():

@@ -150,6 +150,11 @@ class SACDiffusionNoise(SAC):
                 f"env observation shape {self.observation_space.shape} does not match the base policy's "
                 f"cond_dim {self.base_policy.cond_dim}"
             )
+        if self.cuda_graphs and self.device.type == "cuda" and not self.base_policy.graph_capturable:
+            raise ValueError(
+                f"cuda_graphs=True (train.cuda_graphs) on {self.device}, but {type(self.base_policy).__name__} cannot "
+                "sample inside a CUDA graph: set train.cuda_graphs=false"
+            )
         self.expansion = NoiseExpansion(
             self.base_policy.noise_steps,
             self.base_policy.action_dim,

@@ -63,6 +63,9 @@ class NoisePolicy(nn.Module, abc.ABC):
     def action_dim(self) -> int:
         return self.network.action_dim
 
+    graph_capturable: bool = True
+    """Whether sampling can run inside a CUDA graph (no host round trips, no tensors made from host data)."""
+
     @property
     def noise_steps(self) -> int:
         """Steps of the initial noise (B, noise_steps, action_dim): the chunk, unless the sampler denoises
@@ -139,6 +142,10 @@ class PolicyEmbeddingView(NoisePolicy):
     @property
     def noise_steps(self) -> int:
         return self.policy.noise_steps
+
+    @property
+    def graph_capturable(self) -> bool:
+        return self.policy.graph_capturable
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return obs

@@ -109,6 +109,8 @@ class LeRobotDiffusionAdapter(NoisePolicy):
         scheduler over the policy's noise schedule, e.g. for a policy trained with DDPM)
     """
 
+    graph_capturable = False  # diffusers' schedulers build their timesteps from numpy and branch on tensors
+
     def __init__(self, policy: nn.Module, preprocessor, scheduler: str = "native"):
         from diffusers import DDIMScheduler
 
