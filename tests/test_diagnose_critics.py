@@ -1,0 +1,78 @@
+"""scripts/diagnose_critics.py: Q_W and Q_A of a stopped DSRL-NA run at several kinds of noise."""
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, run_script
+from omegaconf import OmegaConf
+from test_training import steering_config
+
+from dsrl.algorithms.sac_diffusion_noise import combine
+from dsrl.training import run
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+from diagnose_critics import critic_values, load_run, recent_observations  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("steering_run")
+    run(
+        steering_config(
+            directory,
+            "train.total_env_steps=800",
+            "train.init_rollout_steps=100",
+            "train.layer_size=32",
+            "eval.interval_env_steps=0",
+            "eval.n_episodes=2",
+        )
+    )
+    return directory
+
+
+def test_critic_values_score_the_chunks_the_base_policy_makes_of_each_noise(run_dir):
+    torch.manual_seed(0)
+    model = load_run(str(run_dir))
+    obs = recent_observations(model, 64, 200, seed=0)
+    assert obs.shape == (64, 2)
+    values = critic_values(model, obs)
+    assert list(values) == ["actor mean", "actor sample", "zero", "N(0, I) clipped"]
+    base = model.base_policy
+    with torch.no_grad():
+        noise = model.actor(obs, deterministic=True) * model.action_magnitude  # unscaled, as the base policy takes it
+        chunks = base(obs, noise.view(-1, base.chunk, base.action_dim)).reshape(64, -1)
+        expected_q_a = combine(model.critic.all_q(obs, chunks), "min").mean().item()
+    assert values["actor mean"]["q_a"] == pytest.approx(expected_q_a, rel=1e-5)
+
+    def overrated(obs, scaled_noise):  # Q_W = Q_A of the chunk the noise denoises to, plus 2.5
+        return model.critic.all_q(obs, model.denoise(obs, scaled_noise)) + 2.5
+
+    model.noise_critic.all_q = overrated
+    for kind, v in critic_values(model, obs).items():
+        assert v["gap"] == pytest.approx(2.5, abs=1e-4), kind
+
+
+def test_command_prints_and_writes_the_values(run_dir, tmp_path):
+    out = tmp_path / "critics.json"
+    result = run_script(
+        "scripts/diagnose_critics.py", str(run_dir), "--states", "64", "--recent", "200", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "actor mean" in result.stdout and "Q_W - Q_A" in result.stdout
+    written = json.loads(out.read_text())
+    model = load_run(str(run_dir))
+    expected = critic_values(model, recent_observations(model, 64, 200, seed=0))
+    for kind in ("actor mean", "zero"):  # the kinds that draw no random numbers
+        assert written["noise"][kind] == pytest.approx(expected[kind], rel=1e-5)
+    assert written["ent_coef"] == pytest.approx(float(torch.exp(model.log_ent_coef.detach())), rel=1e-6)
+
+
+def test_a_run_without_a_noise_critic_is_refused_by_name(run_dir, tmp_path):
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg.algorithm = "dsrl_sac"
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
+    with pytest.raises(ValueError, match="ran algorithm=dsrl_sac, which has no noise critic"):
+        load_run(str(tmp_path))
