@@ -61,6 +61,10 @@ def check_run_config(cfg: DictConfig) -> None:
         )
     if train.noise_expansion not in EXPANSIONS:
         raise ValueError(f"train.noise_expansion={train.noise_expansion!r} is not one of {EXPANSIONS}")
+    if train.overlap_env_steps and cfg.algorithm != "dsrl_na":
+        raise ValueError(
+            f"train.overlap_env_steps=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, which steps its envs"
+        )
     if train.agent_obs not in AGENT_OBS:
         raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
     if cfg.wandb.mode not in WANDB_MODES:

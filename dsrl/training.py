@@ -24,6 +24,7 @@ from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_tr
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
+from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.run_logging import make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
@@ -99,13 +100,19 @@ def in_agent_spaces(cfg: DictConfig, venv: VecEnv, base_policy: NoisePolicy) -> 
     return venv
 
 
+def dsrl_na_env(cfg: DictConfig, venv: VecEnv, base_policy: NoisePolicy) -> VecEnv:
+    """DSRL-NA's env: ``venv`` in the agent's spaces, its steps launched early with ``train.overlap_env_steps``."""
+    venv = in_agent_spaces(cfg, venv, base_policy)
+    return PrefetchVecEnv(venv) if cfg.train.overlap_env_steps else venv
+
+
 def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: torch.device) -> BaseAlgorithm:
     """DSRL-NA (``SACDiffusionNoise``) on the chunk env, or SB3 SAC on the noise-action env (DSRL-SAC)."""
     kwargs = sac_kwargs(cfg, device, cfg.seed)
     if cfg.algorithm == "dsrl_na":
         return SACDiffusionNoise(
             "NoiseAliasingPolicy",
-            in_agent_spaces(cfg, env, base_policy),
+            dsrl_na_env(cfg, env, base_policy),
             base_policy=agent_policy(cfg, base_policy),
             action_magnitude=cfg.train.action_magnitude,
             noise_critic_grad_steps=cfg.train.noise_critic_grad_steps,
@@ -113,6 +120,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             backup_entropy=cfg.train.backup_entropy,
             precompute_distillation=cfg.train.precompute_distillation,
             cuda_graphs=cfg.train.cuda_graphs,
+            overlap_env_steps=cfg.train.overlap_env_steps,
             noise_action_dim=cfg.train.noise_action_dim,
             noise_expansion=cfg.train.noise_expansion,
             **kwargs,
@@ -126,12 +134,16 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
 
 def load_model(cfg: DictConfig, path: str, env: VecEnv, base_policy: NoisePolicy, device: torch.device | str):
     """A saved agent (``model_<env_steps>.zip``) of ``cfg.algorithm``, attached to ``env`` (the chunk env)."""
-    env = in_agent_spaces(cfg, env, base_policy)
     if cfg.algorithm == "dsrl_na":
         return SACDiffusionNoise.load(
-            path, env=env, device=device, base_policy=agent_policy(cfg, base_policy), cuda_graphs=cfg.train.cuda_graphs
+            path,
+            env=dsrl_na_env(cfg, env, base_policy),
+            device=device,
+            base_policy=agent_policy(cfg, base_policy),
+            cuda_graphs=cfg.train.cuda_graphs,
+            overlap_env_steps=cfg.train.overlap_env_steps,
         )
-    return SAC.load(path, env=env, device=device)
+    return SAC.load(path, env=in_agent_spaces(cfg, env, base_policy), device=device)
 
 
 def load_agent(

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from dsrl.base_policies import Normalizer
 from dsrl.data.trajectories import chunk_pairs
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.factory import check_env_config, make_vec_env
 from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
+from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.envs.steering import SteeringEnv, collect_demonstrations
 from dsrl.envs.wrappers import ActionChunkWrapper, NormalizeWrapper
 
@@ -198,3 +200,38 @@ def test_steering_env_rewards_only_the_right_goal():
         if terminated:
             break
     assert terminated and not info["is_success"] and reward == 0.0
+
+
+class CountingEnv(gym.Env):
+    """Observes how many steps it took since its reset."""
+
+    observation_space = spaces.Box(0, np.inf, (1,), np.float32)
+    action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.steps = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        return np.full(1, self.steps, np.float32), 0.0, False, False, {}
+
+
+def test_prefetch_vec_env_steps_once_per_launch_and_discards_a_pending_step_at_reset():
+    inner = DummyVecEnv([lambda: CountingEnv()])
+    env = PrefetchVecEnv(inner)
+    env.reset()
+    actions = np.zeros((1, 1), np.float32)
+    env.launch(actions)
+    assert inner.envs[0].steps == 0, "DummyVecEnv steps in step_wait"
+    obs, *_ = env.step(actions)
+    assert inner.envs[0].steps == 1 and obs[0, 0] == 1
+    env.step(actions)  # nothing launched: an ordinary step
+    assert inner.envs[0].steps == 2
+    env.launch(actions)
+    with pytest.raises(RuntimeError, match="other actions than the launched step's"):
+        env.step(actions.copy())
+    with pytest.raises(RuntimeError, match="a launched step is still pending"):
+        env.launch(actions)
+    env.reset()  # waits for the launched step and discards it
+    assert env.launched is None and inner.envs[0].steps == 0

@@ -11,6 +11,7 @@ from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import Normalizer, PolicyEmbeddingView, build_base_policy
 from dsrl.base_policies.lerobot_adapter import LeRobotDiffusionAdapter
 from dsrl.envs.factory import make_vec_env
+from dsrl.envs.prefetch import PrefetchVecEnv
 
 MAGNITUDE = 0.8
 
@@ -21,12 +22,13 @@ def steering_policy():
     return build_base_policy(dict(SMALL_POLICY, obs_dim=2)).freeze()
 
 
-def make_model(policy, **overrides):
+def make_model(policy, wrap=None, **overrides):
     norm = Normalizer(
         np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32)
     )
     cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=2, n_eval_envs=1, vec_env="dummy")
     env = make_vec_env(cfg, norm, chunk=4, cond_steps=1, n_envs=2)
+    env = wrap(env) if wrap else env
     kwargs = dict(
         base_policy=policy,
         action_magnitude=MAGNITUDE,
@@ -211,6 +213,28 @@ def test_bad_settings_are_named(steering_policy):
     wrong = build_base_policy(dict(SMALL_POLICY, obs_dim=2, action_dim=3))
     with pytest.raises(ValueError, match=r"env action shape \(8,\) does not match"):
         make_model(wrong)
+
+
+def test_overlapped_env_steps_play_the_chunks_chosen_before_each_update(steering_policy):
+    model = make_model(steering_policy, wrap=PrefetchVecEnv, overlap_env_steps=True)
+    events = []
+    env, train = model.env, model.train
+    assert isinstance(env, PrefetchVecEnv)
+    launch = env.launch
+    env.launch = lambda actions: events.append(("launch", actions.copy())) or launch(actions)
+    model.train = lambda *args, **kwargs: events.append(("train", None)) or train(*args, **kwargs)
+    model.learn(40)
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("train") == 10 and kinds.count("launch") == 20  # 20 vector steps, learning from the 11th
+    assert all(kinds[i - 1] == "launch" for i, kind in enumerate(kinds) if kind == "train"), (
+        "each update runs while the step it follows is launched"
+    )
+    launched = np.stack([actions for kind, actions in events if kind == "launch"])
+    stored = model.replay_buffer.actions[: model.replay_buffer.pos]
+    np.testing.assert_array_equal(stored[1:], launched[:-1])  # step k + 1 plays the chunks launched after step k
+    assert model._launched is not None, "the last launched step is still pending"
+    with pytest.raises(ValueError, match=r"needs the env wrapped in dsrl.envs.prefetch.PrefetchVecEnv"):
+        make_model(steering_policy, overlap_env_steps=True, learning_starts=0).learn(2)
 
 
 def test_cuda_graphs_refuse_a_base_policy_that_cannot_be_captured(steering_policy):

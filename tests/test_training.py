@@ -50,6 +50,14 @@ def test_bad_config_fails_before_training_naming_field(tmp_path, hopper_files, o
     assert not os.path.exists(tmp_path / "progress.csv")
 
 
+def test_overlapped_env_steps_are_refused_for_dsrl_sac(tmp_path):
+    with pytest.raises(
+        ValueError, match="train.overlap_env_steps=true is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC"
+    ):
+        run(steering_config(tmp_path, "algorithm=dsrl_sac", "train.overlap_env_steps=true"))
+    assert not os.path.exists(tmp_path / "progress.csv")
+
+
 def test_shipped_steering_policy_succeeds_about_half_the_time():
     cfg = compose_task_config(STEERING_CONFIG, ["run_dir=unused"])
     policy = load_base_policy(dict(cfg.base_policy))
@@ -64,23 +72,25 @@ def test_shipped_steering_policy_succeeds_about_half_the_time():
 
 
 @pytest.mark.parametrize(
-    "algorithm, precompute, noise_action_dim",
+    "algorithm, precompute, noise_action_dim, overlap",
     [
-        ("dsrl_na", False, 0),
-        ("dsrl_na", True, 0),
-        ("dsrl_sac", False, 0),
-        ("dsrl_na", False, 2),
-        ("dsrl_sac", False, 2),
+        ("dsrl_na", False, 0, False),
+        ("dsrl_na", True, 0, False),
+        ("dsrl_na", False, 0, True),
+        ("dsrl_sac", False, 0, False),
+        ("dsrl_na", False, 2, False),
+        ("dsrl_sac", False, 2, False),
     ],
-    ids=["na", "na_pairs", "sac", "na_low_dim", "sac_low_dim"],
+    ids=["na", "na_pairs", "na_overlap", "sac", "na_low_dim", "sac_low_dim"],
 )
-def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim):
+def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim, overlap):
     torch.manual_seed(0)
     cfg = steering_config(
         tmp_path,
         f"algorithm={algorithm}",
         f"train.precompute_distillation={precompute}",
         f"train.noise_action_dim={noise_action_dim}",
+        f"train.overlap_env_steps={overlap}",
         "train.total_env_steps=4500",
         "eval.interval_env_steps=0",
         "eval.n_episodes=100",

@@ -86,6 +86,11 @@ class SACDiffusionNoise(SAC):
         of a fresh batch on every distillation step (False, the authors' way);
         faster, but each state keeps a single noise sample, which lets the actor
         find noise where Q_W overrates the base policy's chunks
+    :param overlap_env_steps: right after storing a transition, choose the next
+        chunks (with the actor as it is before the update) and start the envs'
+        step (``env`` must be a :class:`~dsrl.envs.prefetch.PrefetchVecEnv`):
+        subprocess simulators step while the learner trains; the played chunks
+        lag the actor by one update
     :param cuda_graphs: on a CUDA device, replay each gradient computation (DDIM
         passes included) as a CUDA graph; no effect on other devices
     :param noise_action_dim: the actor's and Q_W's noise dimension k (low-dimensional
@@ -108,6 +113,7 @@ class SACDiffusionNoise(SAC):
         backup_entropy: bool = True,
         precompute_distillation: bool = False,
         cuda_graphs: bool = True,
+        overlap_env_steps: bool = False,
         noise_action_dim: int = 0,
         noise_expansion: str = "tile",
         _init_setup_model: bool = True,
@@ -127,6 +133,8 @@ class SACDiffusionNoise(SAC):
         self.backup_entropy = backup_entropy
         self.precompute_distillation = precompute_distillation
         self.cuda_graphs = cuda_graphs
+        self.overlap_env_steps = overlap_env_steps
+        self._launched: np.ndarray | None = None
         self.noise_action_dim = noise_action_dim
         self.noise_expansion = noise_expansion
         if precompute_distillation:
@@ -210,13 +218,31 @@ class SACDiffusionNoise(SAC):
         return chunks[0] if single else chunks
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Base-policy noise (N(0, I) clipped) during warm-up, then the actor's; both denoised to chunks."""
+        """The launched step's chunks when ``overlap_env_steps`` started one, else :meth:`choose_chunks`'."""
+        if self._launched is not None:
+            chunks, self._launched = self._launched, None
+            return chunks, chunks
+        chunks = self.choose_chunks(learning_starts, n_envs)
+        return chunks, chunks
+
+    def choose_chunks(self, learning_starts: int, n_envs: int) -> np.ndarray:
+        """Chunks (n_envs, chunk_dim) for ``_last_obs``: base-policy noise (N(0, I) clipped) during warm-up, then
+        the actor's, denoised."""
         if self.num_timesteps < learning_starts:
             noise = np.stack([self.noise_space.sample() for _ in range(n_envs)])
         else:
             noise, _ = self.predict_noise(self._last_obs, deterministic=False)
-        chunks = self.chunks_for_noise(self._last_obs, noise)
-        return chunks, chunks
+        return self.chunks_for_noise(self._last_obs, noise)
+
+    def _store_transition(self, *args: Any, **kwargs: Any) -> None:
+        """SB3's, then, with ``overlap_env_steps``, the next step launched (chunks chosen before the update)."""
+        super()._store_transition(*args, **kwargs)
+        if self.overlap_env_steps:
+            launch = getattr(self.env, "launch", None)
+            if launch is None:
+                raise ValueError("overlap_env_steps=True needs the env wrapped in dsrl.envs.prefetch.PrefetchVecEnv")
+            self._launched = self.choose_chunks(self.learning_starts, self.env.num_envs)
+            launch(self._launched)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
@@ -351,6 +377,7 @@ class SACDiffusionNoise(SAC):
             "critic_parameters",
             "critic_target_parameters",
             "_graphed",
+            "_launched",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
