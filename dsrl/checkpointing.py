@@ -174,7 +174,7 @@ def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
         raise ValueError(
             f"resume={run_dir!r}: its run has {name}={before!r}, this config has {now!r}; a checkpoint only "
             "continues the same task, base policy, number of train envs and training settings "
-            "(only train.total_env_steps may change)"
+            f"(only {', '.join(MAY_CHANGE)} may change)"
         )
     with open(latest_path) as f:
         entry = json.load(f)
