@@ -34,6 +34,13 @@ def user_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def base_policy_config(cfg: DictConfig) -> dict:
+    """The resolved ``base_policy`` section of ``cfg``, its checkpoint path taken as the user gave it."""
+    base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
+    base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
+    return base_cfg
+
+
 def shown_path(path: str) -> str:
     """``path`` relative to the repository when it lies inside it (for files written into the repo), else as is."""
     absolute = Path(user_path(path))

@@ -19,7 +19,7 @@ from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
 from dsrl.base_policies import NoisePolicy, Normalizer, PolicyEmbeddingView, load_base_policy
 from dsrl.callbacks import DSRLCallback
 from dsrl.checkpointing import Checkpointer, Resume, load_resume, save_run_config
-from dsrl.config import check_run_config, user_path
+from dsrl.config import base_policy_config, check_run_config, user_path
 from dsrl.data.offline import add_to_replay_buffer, agent_observations, chunk_transitions, load_in_policy_bounds
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation
@@ -203,8 +203,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     device = training_device(cfg)
     run_dir = resume.run_dir if resume else user_path(cfg.run_dir)
 
-    base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
-    base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
+    base_cfg = base_policy_config(cfg)
     check_observations(env_cfg, base_cfg)
     base_policy = load_base_policy(base_cfg, device)
     normalizer = Normalizer.load(user_path(base_cfg["normalization"]))

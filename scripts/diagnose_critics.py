@@ -31,7 +31,7 @@ from rich.table import Table
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import load_base_policy
 from dsrl.checkpointing import CONFIG, load_resume
-from dsrl.config import user_path
+from dsrl.config import base_policy_config
 from dsrl.training import agent_policy
 
 
@@ -68,8 +68,7 @@ def load_run(run_dir: str) -> SACDiffusionNoise:
     resume = load_resume(run_dir, cfg)
     if resume.replay_buffer_path is None:
         raise ValueError(f"{run_dir!r} kept no replay buffer (save_replay_buffer=false): no stored states to score")
-    base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
-    base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
+    base_cfg = base_policy_config(cfg)
     policy = agent_policy(cfg, load_base_policy(base_cfg))
     model = SACDiffusionNoise.load(resume.model_path, base_policy=policy, device="cpu")
     model.load_replay_buffer(resume.replay_buffer_path)

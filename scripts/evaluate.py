@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from dsrl.base_policies import Normalizer, load_base_policy
 from dsrl.checkpointing import CONFIG
-from dsrl.config import compose_task_config, shown_path, user_path
+from dsrl.config import base_policy_config, compose_task_config, shown_path, user_path
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
 from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
@@ -53,8 +53,7 @@ def main() -> None:
             saved = OmegaConf.load(run_config)
             trained = [f"algorithm={saved.algorithm}", f"train.action_magnitude={saved.train.action_magnitude}"]
     cfg = compose_task_config(args.config, ["run_dir=unused", *trained, *args.overrides])
-    base_cfg = OmegaConf.to_container(cfg.base_policy, resolve=True)
-    base_cfg["checkpoint"] = user_path(base_cfg["checkpoint"])
+    base_cfg = base_policy_config(cfg)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     check_observations(env_cfg, base_cfg)
     policy = load_base_policy(base_cfg)

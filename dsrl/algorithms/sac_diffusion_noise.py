@@ -68,9 +68,9 @@ class SACDiffusionNoise(SAC):
 
     Each gradient step computes all its gradients first (each of its losses
     reads the parameters as they were before the step), then steps the
-    optimizers; on CUDA with
-    ``cuda_graphs`` the gradient computations run as captured CUDA graphs
-    (:class:`GraphedStep`), the optimizer and polyak steps eagerly.
+    optimizers; on CUDA with ``cuda_graphs`` the gradient computations run as
+    captured CUDA graphs (:class:`GraphedStep`), the optimizer and polyak steps
+    eagerly.
 
     :param policy: policy class (``NoiseAliasingPolicy`` or its name "NoiseAliasingPolicy")
     :param env: VecEnv of action-chunk envs
