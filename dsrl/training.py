@@ -291,10 +291,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 
 def close_envs(*envs: VecEnv) -> None:
-    """Close VecEnvs; the processes of one whose worker died (its close fails) are terminated instead."""
+    """Close VecEnvs; the processes of one whose worker died (its close fails) are killed instead (SIGKILL: the
+    workers ignore SIGTERM, see :func:`~dsrl.interrupts.ignoring_stop_signals`)."""
     for venv in envs:
         try:
             venv.close()
         except WORKER_ERRORS:
             for process in venv.unwrapped.processes:
-                process.terminate()
+                process.kill()
+                process.join()

@@ -145,10 +145,12 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
     from dsrl.callbacks import DSRLCallback
 
     on_step = DSRLCallback._on_step
+    workers = []
 
     def kill_a_worker_later(self):
         if self.env_steps >= 400:
-            self.training_env.unwrapped.processes[0].kill()
+            workers[:] = self.training_env.unwrapped.processes
+            workers[0].kill()
         return on_step(self)
 
     monkeypatch.setattr(DSRLCallback, "_on_step", kill_a_worker_later)
@@ -163,6 +165,7 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
     )
     with pytest.raises(RuntimeError, match=r"environment worker process died .* latest checkpoint: .*model_\d+.zip"):
         run(cfg)
+    assert workers and not any(p.is_alive() for p in workers), "a surviving env worker was left running"
     saved = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
     assert len(saved) == 2 and not glob.glob(str(tmp_path / "checkpoints" / ".*"))
     from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise
