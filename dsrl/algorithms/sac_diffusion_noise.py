@@ -323,7 +323,9 @@ class SACDiffusionNoise(SAC):
             ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
             losses.append((ent_coef_loss, self.ent_coef_optimizer))
             stats.append(ent_coef_loss.detach())
-        gradients = [g for loss, optimizer in losses for g in torch.autograd.grad(loss, parameters(optimizer))]
+        # No loss depends on another's parameters, so one backward pass of their sum gives each its own gradients.
+        total = sum(loss for loss, _ in losses)
+        gradients = torch.autograd.grad(total, [p for _, optimizer in losses for p in parameters(optimizer)])
         return (*gradients, torch.stack(stats))
 
     def distillation_noise(self, batch_size: int) -> torch.Tensor:
