@@ -6,7 +6,8 @@ A checkpoint at ``N`` simulator steps is, in ``<run_dir>/checkpoints/``:
   ``num_timesteps`` and ``_n_updates``; the base policy is not in it);
 - ``training_state_<N>.pt``: the callback's counters (simulator steps, next
   evaluation and save), the W&B run id and the RNG states of python, numpy and torch;
-- ``replay_buffer_<N>.pkl`` when replay buffers are saved (only the latest is kept);
+- ``replay_buffer_<N>.pkl`` when replay buffers are saved (only the latest is kept; only the filled rows,
+  see :mod:`dsrl.replay_files`);
 - ``latest.json``, rewritten last and atomically, names the files of the
   newest complete checkpoint. A run killed at any moment therefore resumes
   from its last finished checkpoint; partial files are never named by it.
@@ -21,6 +22,7 @@ import json
 import os
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from dsrl.files import write_atomic, write_json
+from dsrl.replay_files import save_replay_buffer
 from dsrl.settings import first_difference
 
 LATEST = "latest.json"
@@ -106,7 +109,7 @@ class Checkpointer:
         state = {"counters": dict(counters), "wandb_run_id": wandb_run_id, "rng": rng_states()}
         write_atomic(self.path(entry["training_state"]), lambda tmp: torch.save(state, tmp))
         if entry["replay_buffer"]:
-            write_atomic(self.path(entry["replay_buffer"]), model.save_replay_buffer)
+            write_atomic(self.path(entry["replay_buffer"]), partial(save_replay_buffer, model))
         write_json(self.path(LATEST), entry)
         if previous and previous.get("replay_buffer") and previous["replay_buffer"] != entry["replay_buffer"]:
             os.remove(self.path(previous["replay_buffer"]))

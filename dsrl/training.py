@@ -26,6 +26,7 @@ from dsrl.envs.embedding_env import PolicyEmbeddingObservation
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
 from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.interrupts import RunInterrupted, StopRequest
+from dsrl.replay_files import load_replay_buffer
 from dsrl.run_logging import make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
@@ -154,7 +155,7 @@ def load_agent(
     model.set_random_seed(cfg.seed + resume.counters["env_steps"])
     resume.restore_rng()
     if resume.replay_buffer_path:
-        model.load_replay_buffer(resume.replay_buffer_path)
+        load_replay_buffer(model, resume.replay_buffer_path)
     return model
 
 

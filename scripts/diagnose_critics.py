@@ -32,6 +32,7 @@ from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import load_base_policy
 from dsrl.checkpointing import CONFIG, load_resume
 from dsrl.config import base_policy_config
+from dsrl.replay_files import load_replay_buffer
 from dsrl.training import agent_policy
 
 
@@ -71,7 +72,7 @@ def load_run(run_dir: str) -> SACDiffusionNoise:
     base_cfg = base_policy_config(cfg)
     policy = agent_policy(cfg, load_base_policy(base_cfg))
     model = SACDiffusionNoise.load(resume.model_path, base_policy=policy, device="cpu")
-    model.load_replay_buffer(resume.replay_buffer_path)
+    load_replay_buffer(model, resume.replay_buffer_path)
     return model
 
 

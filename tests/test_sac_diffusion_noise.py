@@ -12,6 +12,7 @@ from dsrl.base_policies import Normalizer, PolicyEmbeddingView, build_base_polic
 from dsrl.base_policies.lerobot_adapter import LeRobotDiffusionAdapter
 from dsrl.envs.factory import make_vec_env
 from dsrl.envs.prefetch import PrefetchVecEnv
+from dsrl.replay_files import load_replay_buffer, save_replay_buffer
 
 MAGNITUDE = 0.8
 
@@ -272,3 +273,20 @@ def test_ensemble_critic_equals_separate_critics():
             else:
                 x = layer(x)
         torch.testing.assert_close(value, x)
+
+
+def test_a_partly_filled_distillation_buffer_round_trips_through_a_compact_checkpoint(steering_policy, tmp_path):
+    model = make_model(steering_policy, precompute_distillation=True, buffer_size=2000)
+    model.learn(60)  # 30 rows of 2 env slots, paired
+    save_replay_buffer(model, str(tmp_path / "buffer.pkl"))
+    loaded = make_model(steering_policy, precompute_distillation=True, buffer_size=2000)
+    load_replay_buffer(loaded, str(tmp_path / "buffer.pkl"))
+    original, restored = model.replay_buffer, loaded.replay_buffer
+    assert (restored.pos, restored.rows_added, restored.rows_paired) == (30, 30, 30)
+    for name in ("observations", "actions", "distill_noise", "distill_actions"):
+        assert (
+            getattr(restored, name).shape
+            == getattr(original, name).shape
+            == (1000, 2, getattr(original, name).shape[2])
+        )
+        np.testing.assert_array_equal(getattr(restored, name), getattr(original, name), err_msg=name)
