@@ -3,8 +3,10 @@
 SB3's ``save_replay_buffer`` pickles every array at its full capacity: a
 1M-transition buffer costs ~300 MB on disk after 20k Robomimic steps. Here a
 buffer that is not yet full is pickled with its arrays cut to the first
-``pos`` rows (the names of the cut arrays stored with it), and loading pads
-them back to ``buffer_size`` rows of zeros, as SB3 allocates them.
+``pos + 1`` rows (row ``pos`` holds the last next observation when SB3's
+``optimize_memory_usage`` is on; the names of the cut arrays are stored with
+it), and loading pads them back to ``buffer_size`` rows of zeros, as SB3
+allocates them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def save_replay_buffer(model: BaseAlgorithm, path: str) -> None:
         if isinstance(value, np.ndarray) and value.ndim and len(value) == buffer.buffer_size
     ]
     for name in names:
-        setattr(saved, name, getattr(buffer, name)[: buffer.pos].copy())
+        setattr(saved, name, getattr(buffer, name)[: buffer.pos + 1].copy())
     setattr(saved, TRIMMED, names)
     save_to_pkl(path, saved)
 

@@ -62,3 +62,21 @@ def test_an_empty_or_one_row_buffer_round_trips(tmp_path, steps):
     load_replay_buffer(loaded, str(tmp_path / "b.pkl"))
     assert loaded.replay_buffer.pos == steps and loaded.replay_buffer.observations.shape == (100, 1, 3)
     np.testing.assert_array_equal(loaded.replay_buffer.actions, model.replay_buffer.actions)
+
+
+def test_the_last_next_observation_survives_with_sb3s_memory_optimisation(tmp_path):
+    def make(seed: int) -> SAC:
+        kwargs = dict(optimize_memory_usage=True, replay_buffer_kwargs={"handle_timeout_termination": False})
+        return SAC("MlpPolicy", "Pendulum-v1", buffer_size=1000, learning_starts=10**6, seed=seed, **kwargs)
+
+    model = make(0)
+    model.learn(50)
+    save_replay_buffer(model, str(tmp_path / "b.pkl"))
+    loaded = make(1)
+    load_replay_buffer(loaded, str(tmp_path / "b.pkl"))
+    last = np.array([49])
+    np.testing.assert_array_equal(
+        loaded.replay_buffer._get_samples(last).next_observations,
+        model.replay_buffer._get_samples(last).next_observations,
+    )
+    assert loaded.replay_buffer.observations[50].any(), "row pos holds the last transition's next observation"
