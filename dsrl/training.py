@@ -66,6 +66,7 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
         gradient_steps=train.utd,
         ent_coef=ent_coef,
         target_entropy=train.target_entropy,
+        replay_buffer_kwargs=dict(handle_timeout_termination=train.bootstrap_time_limit),
         policy_kwargs=dict(
             net_arch=[train.layer_size] * train.num_layers,
             activation_fn=getattr(nn, train.activation),

@@ -232,3 +232,28 @@ def test_tf32_is_set_on_cuda_only(monkeypatch, tf32, precision):
         assert (matmul.fp32_precision, conv.fp32_precision) == (precision, precision)
     finally:
         matmul.fp32_precision, conv.fp32_precision = before
+
+
+@pytest.mark.parametrize("algorithm", ["dsrl_na", "dsrl_sac"])
+@pytest.mark.parametrize("bootstrap", [True, False])
+def test_time_limit_is_a_truncation_or_a_terminal_in_the_td_target(tmp_path, algorithm, bootstrap):
+    from dsrl.training import build_agent
+
+    cfg = steering_config(
+        tmp_path,
+        f"algorithm={algorithm}",
+        f"train.bootstrap_time_limit={bootstrap}",
+        "train.init_rollout_steps=1000",
+        "env.max_episode_steps=12",  # too short to reach the goal line: every episode ends at the time limit
+    )
+    policy = load_base_policy(dict(cfg.base_policy))
+    normalizer = Normalizer.load(cfg.base_policy.normalization)
+    venv = make_vec_env(dict(cfg.env), normalizer, policy.chunk, policy.cond_steps, 2)
+    model = build_agent(cfg, venv, policy, torch.device("cpu"))
+    agent_steps = cfg.env.max_episode_steps // policy.chunk
+    model.learn(2 * agent_steps * 2)  # two episodes in each of 2 env slots, all base-policy steps
+    rows = np.arange(model.replay_buffer.pos)
+    dones = model.replay_buffer._get_samples(rows).dones.numpy().ravel()  # either slot: their episodes align
+    time_limit = (rows + 1) % agent_steps == 0
+    assert time_limit.sum() == 2 and not dones[~time_limit].any()
+    np.testing.assert_array_equal(dones[time_limit], 0.0 if bootstrap else 1.0)
