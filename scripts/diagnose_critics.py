@@ -14,6 +14,17 @@ exploits the noise critic. Q_A higher at the actor's noise than at a noise
 that does better in the simulator (zero noise on Lift succeeds every time,
 scripts/evaluate.py --constant-noise 0): the action critic overrates the
 actor's chunks.
+
+A second table holds Q_A against what happened: over ``--states`` stored
+transitions (s, a) of finished episodes among the ``--recent`` newest rows,
+Q_A(s, a) against the discounted return the stored episode went on to earn.
+After an episode cut off by the time limit (and bootstrapped,
+``train.bootstrap_time_limit: true``) the rest is unknown, so the return is
+bounded by the buffer's smallest and largest reward per agent step repeated
+forever; after a terminal, and with ``bootstrap_time_limit: false``, the
+bounds meet. Q_A above the upper bound overrates the chunks the agent played
+(the entropy backup adds ``ent_coef`` x entropy per step to Q_A; near the
+target entropy of 0 that is small).
 """
 
 from __future__ import annotations
@@ -56,6 +67,62 @@ def critic_values(model: SACDiffusionNoise, obs: torch.Tensor) -> dict[str, dict
         q_a = combine(model.critic.all_q(obs, model.denoise(obs, scaled)), how).mean().item()
         values[kind] = {"q_w": q_w, "q_a": q_a, "gap": q_w - q_a}
     return values
+
+
+def returns_to_episode_end(
+    rewards: np.ndarray, dones: np.ndarray, truncated: np.ndarray, gamma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per transition, what its stored episode earned from it on; arrays (rows, n_envs), oldest row first.
+
+    :param rewards: reward of each transition
+    :param dones: the transition ended its episode (terminal or time limit)
+    :param truncated: it ended it at the time limit, with the rest of the episode unknown
+    :param gamma: discount per transition
+    :return: the discounted return to the episode's end, the discount left after that end (0 after a terminal,
+        gamma ** (transitions to the end) after a truncation), and whether the episode ends within the rows
+    """
+    returns, left, finished = (np.zeros(rewards.shape) for _ in range(3))
+    acc, discount, ended = np.zeros(rewards.shape[1]), np.zeros(rewards.shape[1]), np.zeros(rewards.shape[1])
+    for row in range(len(rewards) - 1, -1, -1):
+        end = dones[row] > 0
+        acc = np.where(end, 0.0, acc)
+        discount = np.where(end, np.where(truncated[row] > 0, 1.0, 0.0), discount)
+        ended = np.where(end, 1.0, ended)
+        acc, discount = rewards[row] + gamma * acc, gamma * discount
+        returns[row], left[row], finished[row] = acc, discount, ended
+    return returns, left, finished.astype(bool)
+
+
+@torch.no_grad()
+def observed_returns(model: SACDiffusionNoise, states: int, recent: int, seed: int) -> dict[str, float]:
+    """Mean Q_A(s, a) over ``states`` stored transitions of finished episodes in the ``recent`` newest rows, and the
+    bounds of the discounted return their episodes earned (see the module docstring)."""
+    buffer = model.replay_buffer
+    filled = buffer.buffer_size if buffer.full else buffer.pos
+    order = (np.arange(filled) + (buffer.pos if buffer.full else 0)) % buffer.buffer_size
+    dones = buffer.dones[order]
+    truncated = buffer.timeouts[order] if buffer.handle_timeout_termination else np.zeros_like(dones)
+    returns, left, finished = returns_to_episode_end(buffer.rewards[order], dones, truncated, model.gamma)
+    finished[: max(filled - recent, 0)] = False
+    rows, slots = np.nonzero(finished)
+    if not len(rows):
+        raise ValueError(f"no episode has finished in the {recent} newest replay rows: nothing to compare Q_A with")
+    pick = np.random.default_rng(seed).choice(len(rows), min(states, len(rows)), replace=False)
+    rows, slots = rows[pick], slots[pick]
+    obs = torch.as_tensor(buffer.observations[order[rows], slots], dtype=torch.float32)
+    actions = torch.as_tensor(buffer.actions[order[rows], slots], dtype=torch.float32)
+    q_a = combine(model.critic.all_q(obs, actions), model.critic_backup_combine_type).squeeze(1).numpy()
+    rewards = buffer.rewards[order]
+    forever = left[rows, slots] / (1 - model.gamma)
+    lower = returns[rows, slots] + forever * rewards.min()
+    upper = returns[rows, slots] + forever * rewards.max()
+    return {
+        "transitions": len(rows),
+        "q_a": float(q_a.mean()),
+        "return_lower": float(lower.mean()),
+        "return_upper": float(upper.mean()),
+        "share_above_upper": float((q_a > upper).mean()),
+    }
 
 
 def load_run(run_dir: str) -> SACDiffusionNoise:
@@ -108,9 +175,17 @@ def main() -> None:
     for kind, v in values.items():
         table.add_row(kind, f"{v['q_w']:.2f}", f"{v['q_a']:.2f}", f"{v['gap']:+.2f}")
     Console().print(table)
+    observed = observed_returns(model, args.states, args.recent, args.seed)
+    table = Table(title=f"Q_A of {observed['transitions']} stored transitions against their episodes' returns")
+    for column in ("Q_A(s, a)", "return: lower bound", "upper bound", "share of Q_A above"):
+        table.add_column(column, justify="right")
+    table.add_row(*(f"{observed[k]:.2f}" for k in ("q_a", "return_lower", "return_upper", "share_above_upper")))
+    Console().print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"run_dir": args.run_dir, "ent_coef": ent_coef, "noise": values}, f, indent=2)
+            json.dump(
+                {"run_dir": args.run_dir, "ent_coef": ent_coef, "noise": values, "observed": observed}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, run_script
@@ -14,7 +15,13 @@ from dsrl.algorithms.sac_diffusion_noise import combine
 from dsrl.training import run
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-from diagnose_critics import critic_values, load_run, recent_observations  # noqa: E402
+from diagnose_critics import (  # noqa: E402
+    critic_values,
+    load_run,
+    observed_returns,
+    recent_observations,
+    returns_to_episode_end,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +68,14 @@ def test_command_prints_and_writes_the_values(run_dir, tmp_path):
         "scripts/diagnose_critics.py", str(run_dir), "--states", "64", "--recent", "200", "--json", str(out)
     )
     assert result.returncode == 0, result.stderr
-    assert "actor mean" in result.stdout and "Q_W - Q_A" in result.stdout
+    assert "actor mean" in result.stdout and "Q_W - Q_A" in result.stdout and "share of Q_A above" in result.stdout
     written = json.loads(out.read_text())
     model = load_run(str(run_dir))
     expected = critic_values(model, recent_observations(model, 64, 200, seed=0))
     for kind in ("actor mean", "zero"):  # the kinds that draw no random numbers
         assert written["noise"][kind] == pytest.approx(expected[kind], rel=1e-5)
     assert written["ent_coef"] == pytest.approx(float(torch.exp(model.log_ent_coef.detach())), rel=1e-6)
+    assert written["observed"] == pytest.approx(observed_returns(model, 64, 200, seed=0), rel=1e-5)
 
 
 def test_a_run_without_a_noise_critic_is_refused_by_name(run_dir, tmp_path):
@@ -76,3 +84,26 @@ def test_a_run_without_a_noise_critic_is_refused_by_name(run_dir, tmp_path):
     OmegaConf.save(cfg, tmp_path / "config.yaml")
     with pytest.raises(ValueError, match="ran algorithm=dsrl_sac, which has no noise critic"):
         load_run(str(tmp_path))
+
+
+def test_returns_to_episode_end_discount_each_stored_episode_and_bound_what_follows_a_time_limit():
+    # one env slot: an episode cut off by the time limit after 2 transitions, one ended by a terminal after 3, and
+    # one still running
+    rewards = np.array([[-1.0], [-2.0], [-1.0], [0.0], [5.0], [-1.0]])
+    dones = np.array([[0], [1], [0], [0], [1], [0]], dtype=float)
+    truncated = np.array([[0], [1], [0], [0], [0], [0]], dtype=float)
+    returns, left, finished = returns_to_episode_end(rewards, dones, truncated, gamma=0.5)
+    np.testing.assert_allclose(returns.ravel()[:5], [-1 - 0.5 * 2, -2, -1 + 0.25 * 5, 2.5, 5])
+    np.testing.assert_allclose(left.ravel()[:5], [0.25, 0.5, 0, 0, 0])
+    np.testing.assert_array_equal(finished.ravel(), [True] * 5 + [False])
+
+
+def test_observed_returns_bound_the_steering_runs_stored_episodes(run_dir):
+    model = load_run(str(run_dir))
+    observed = observed_returns(model, 64, 200, seed=0)
+    assert observed["transitions"] == 64
+    assert observed["return_lower"] <= observed["return_upper"]
+    assert 0.0 <= observed["return_lower"] and observed["return_upper"] <= 1.0 / (1 - model.gamma)  # rewards 0 or 1
+    assert 0.0 <= observed["share_above_upper"] <= 1.0
+    with pytest.raises(ValueError, match="no episode has finished in the 0 newest replay rows"):
+        observed_returns(model, 64, 0, seed=0)
