@@ -24,7 +24,8 @@ bounded by the buffer's smallest and largest reward per agent step repeated
 forever; after a terminal, and with ``bootstrap_time_limit: false``, the
 bounds meet. Q_A above the upper bound overrates the chunks the agent played
 (the entropy backup adds ``ent_coef`` x entropy per step to Q_A; near the
-target entropy of 0 that is small).
+target entropy of 0 that is small). A DSRL-SAC run has no noise critic and
+gets this second table only, with its critic's Q(s, w) of the stored noise.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+from stable_baselines3 import SAC
 
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import load_base_policy
@@ -94,9 +96,10 @@ def returns_to_episode_end(
 
 
 @torch.no_grad()
-def observed_returns(model: SACDiffusionNoise, states: int, recent: int, seed: int) -> dict[str, float]:
+def observed_returns(model: SACDiffusionNoise | SAC, states: int, recent: int, seed: int) -> dict[str, float]:
     """Mean Q_A(s, a) over ``states`` stored transitions of finished episodes in the ``recent`` newest rows, and the
-    bounds of the discounted return their episodes earned (see the module docstring)."""
+    bounds of the discounted return their episodes earned (see the module docstring). For DSRL-SAC, its critic's
+    Q(s, w) of the stored (SB3-scaled) noise w stands in for Q_A."""
     buffer = model.replay_buffer
     filled = buffer.buffer_size if buffer.full else buffer.pos
     order = (np.arange(filled) + (buffer.pos if buffer.full else 0)) % buffer.buffer_size
@@ -111,7 +114,8 @@ def observed_returns(model: SACDiffusionNoise, states: int, recent: int, seed: i
     rows, slots = rows[pick], slots[pick]
     obs = torch.as_tensor(buffer.observations[order[rows], slots], dtype=torch.float32)
     actions = torch.as_tensor(buffer.actions[order[rows], slots], dtype=torch.float32)
-    q_a = combine(model.critic.all_q(obs, actions), model.critic_backup_combine_type).squeeze(1).numpy()
+    how = model.critic_backup_combine_type if isinstance(model, SACDiffusionNoise) else "min"  # SB3's SAC: min
+    q_a = combine(model.critic.all_q(obs, actions), how).squeeze(1).numpy()
     rewards = buffer.rewards[order]
     forever = left[rows, slots] / (1 - model.gamma)
     lower = returns[rows, slots] + forever * rewards.min()
@@ -125,20 +129,21 @@ def observed_returns(model: SACDiffusionNoise, states: int, recent: int, seed: i
     }
 
 
-def load_run(run_dir: str) -> SACDiffusionNoise:
-    """The latest checkpoint of DSRL-NA run ``run_dir`` on the CPU, with its replay buffer."""
+def load_run(run_dir: str) -> SACDiffusionNoise | SAC:
+    """The latest checkpoint of run ``run_dir`` on the CPU, with its replay buffer: DSRL-NA's model, or DSRL-SAC's
+    SB3 ``SAC`` (its critic scores the stored noise; it has no noise critic)."""
     config_path = os.path.join(run_dir, CONFIG)
     if not os.path.isfile(config_path):
         raise ValueError(f"{run_dir!r} is not a DSRL run directory (it has no {CONFIG})")
     cfg = OmegaConf.load(config_path)
-    if cfg.algorithm != "dsrl_na":
-        raise ValueError(f"{run_dir!r} ran algorithm={cfg.algorithm}, which has no noise critic (needs dsrl_na)")
     resume = load_resume(run_dir, cfg)
     if resume.replay_buffer_path is None:
         raise ValueError(f"{run_dir!r} kept no replay buffer (save_replay_buffer=false): no stored states to score")
-    base_cfg = base_policy_config(cfg)
-    policy = agent_policy(cfg, load_base_policy(base_cfg))
-    model = SACDiffusionNoise.load(resume.model_path, base_policy=policy, device="cpu")
+    if cfg.algorithm == "dsrl_na":
+        policy = agent_policy(cfg, load_base_policy(base_policy_config(cfg)))
+        model = SACDiffusionNoise.load(resume.model_path, base_policy=policy, device="cpu")
+    else:
+        model = SAC.load(resume.model_path, device="cpu")
     load_replay_buffer(model, resume.replay_buffer_path)
     return model
 
@@ -156,7 +161,7 @@ def recent_observations(model: SACDiffusionNoise, states: int, recent: int, seed
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", help="a DSRL-NA run directory (with config.yaml and checkpoints/)")
+    parser.add_argument("run_dir", help="a DSRL run directory (with config.yaml and checkpoints/)")
     parser.add_argument("--states", type=int, default=512, help="stored observations to score")
     parser.add_argument("--recent", type=int, default=2000, help="drawn from this many newest replay rows")
     parser.add_argument("--seed", type=int, default=0)
@@ -164,28 +169,33 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model = load_run(args.run_dir)
-    values = critic_values(model, recent_observations(model, args.states, args.recent, args.seed))
     learnt = model.ent_coef_optimizer is not None
     ent_coef = float(torch.exp(model.log_ent_coef.detach()) if learnt else model.ent_coef_tensor)
+    summary = {"run_dir": args.run_dir, "ent_coef": ent_coef}
+    if isinstance(model, SACDiffusionNoise):
+        values = summary["noise"] = critic_values(
+            model, recent_observations(model, args.states, args.recent, args.seed)
+        )
+        table = Table(
+            title=f"{args.run_dir}: {args.states} of the {args.recent} newest stored states, ent_coef {ent_coef:.4g}"
+        )
+        for column in ("noise", "Q_W(s, w)", "Q_A(s, pi_dp(s, w))", "Q_W - Q_A"):
+            table.add_column(column, justify="left" if column == "noise" else "right")
+        for kind, v in values.items():
+            table.add_row(kind, f"{v['q_w']:.2f}", f"{v['q_a']:.2f}", f"{v['gap']:+.2f}")
+        Console().print(table)
+    observed = summary["observed"] = observed_returns(model, args.states, args.recent, args.seed)
     table = Table(
-        title=f"{args.run_dir}: {args.states} of the {args.recent} newest stored states, ent_coef {ent_coef:.4g}"
+        title=f"Q_A of {observed['transitions']} stored transitions against their episodes' returns, "
+        f"ent_coef {ent_coef:.4g}"
     )
-    for column in ("noise", "Q_W(s, w)", "Q_A(s, pi_dp(s, w))", "Q_W - Q_A"):
-        table.add_column(column, justify="left" if column == "noise" else "right")
-    for kind, v in values.items():
-        table.add_row(kind, f"{v['q_w']:.2f}", f"{v['q_a']:.2f}", f"{v['gap']:+.2f}")
-    Console().print(table)
-    observed = observed_returns(model, args.states, args.recent, args.seed)
-    table = Table(title=f"Q_A of {observed['transitions']} stored transitions against their episodes' returns")
     for column in ("Q_A(s, a)", "return: lower bound", "upper bound", "share of Q_A above"):
         table.add_column(column, justify="right")
     table.add_row(*(f"{observed[k]:.2f}" for k in ("q_a", "return_lower", "return_upper", "share_above_upper")))
     Console().print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"run_dir": args.run_dir, "ent_coef": ent_coef, "noise": values, "observed": observed}, f, indent=2
-            )
+            json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, run_script
-from omegaconf import OmegaConf
+from stable_baselines3 import SAC
 from test_training import steering_config
 
 from dsrl.algorithms.sac_diffusion_noise import combine
@@ -78,12 +78,31 @@ def test_command_prints_and_writes_the_values(run_dir, tmp_path):
     assert written["observed"] == pytest.approx(observed_returns(model, 64, 200, seed=0), rel=1e-5)
 
 
-def test_a_run_without_a_noise_critic_is_refused_by_name(run_dir, tmp_path):
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    cfg.algorithm = "dsrl_sac"
-    OmegaConf.save(cfg, tmp_path / "config.yaml")
-    with pytest.raises(ValueError, match="ran algorithm=dsrl_sac, which has no noise critic"):
-        load_run(str(tmp_path))
+def test_a_dsrl_sac_run_gets_the_observed_return_table_only(tmp_path):
+    run(
+        steering_config(
+            tmp_path,
+            "algorithm=dsrl_sac",
+            "train.total_env_steps=800",
+            "train.init_rollout_steps=100",
+            "train.layer_size=32",
+            "eval.interval_env_steps=0",
+            "eval.n_episodes=2",
+        )
+    )
+    out = tmp_path / "critics.json"
+    result = run_script(
+        "scripts/diagnose_critics.py", str(tmp_path), "--states", "64", "--recent", "200", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "share of Q_A above" in result.stdout and "Q_W - Q_A" not in result.stdout
+    written = json.loads(out.read_text())
+    assert "noise" not in written
+    model = load_run(str(tmp_path))
+    assert type(model) is SAC
+    assert written["observed"] == pytest.approx(observed_returns(model, 64, 200, seed=0), rel=1e-5)
+    observed = written["observed"]
+    assert observed["transitions"] == 64 and observed["return_lower"] <= observed["return_upper"]
 
 
 def test_returns_to_episode_end_discount_each_stored_episode_and_bound_what_follows_a_time_limit():
