@@ -83,16 +83,16 @@ def returns_to_episode_end(
     :return: the discounted return to the episode's end, the discount left after that end (0 after a terminal,
         gamma ** (transitions to the end) after a truncation), and whether the episode ends within the rows
     """
-    returns, left, finished = (np.zeros(rewards.shape) for _ in range(3))
-    acc, discount, ended = np.zeros(rewards.shape[1]), np.zeros(rewards.shape[1]), np.zeros(rewards.shape[1])
+    returns, left = np.zeros(rewards.shape), np.zeros(rewards.shape)
+    acc, discount = np.zeros(rewards.shape[1]), np.zeros(rewards.shape[1])
     for row in range(len(rewards) - 1, -1, -1):
         end = dones[row] > 0
         acc = np.where(end, 0.0, acc)
-        discount = np.where(end, np.where(truncated[row] > 0, 1.0, 0.0), discount)
-        ended = np.where(end, 1.0, ended)
-        acc, discount = rewards[row] + gamma * acc, gamma * discount
-        returns[row], left[row], finished[row] = acc, discount, ended
-    return returns, left, finished.astype(bool)
+        discount = np.where(end, (truncated[row] > 0).astype(float), discount)
+        returns[row] = acc = rewards[row] + gamma * acc
+        left[row] = discount = gamma * discount
+    finished = np.flip(np.logical_or.accumulate(np.flip(dones > 0, 0), 0), 0)  # an end at this row or a later one
+    return returns, left, finished
 
 
 @torch.no_grad()
@@ -103,9 +103,9 @@ def observed_returns(model: SACDiffusionNoise | SAC, states: int, recent: int, s
     buffer = model.replay_buffer
     filled = buffer.buffer_size if buffer.full else buffer.pos
     order = (np.arange(filled) + (buffer.pos if buffer.full else 0)) % buffer.buffer_size
-    dones = buffer.dones[order]
+    dones, rewards = buffer.dones[order], buffer.rewards[order]
     truncated = buffer.timeouts[order] if buffer.handle_timeout_termination else np.zeros_like(dones)
-    returns, left, finished = returns_to_episode_end(buffer.rewards[order], dones, truncated, model.gamma)
+    returns, left, finished = returns_to_episode_end(rewards, dones, truncated, model.gamma)
     finished[: max(filled - recent, 0)] = False
     rows, slots = np.nonzero(finished)
     if not len(rows):
@@ -116,7 +116,6 @@ def observed_returns(model: SACDiffusionNoise | SAC, states: int, recent: int, s
     actions = torch.as_tensor(buffer.actions[order[rows], slots], dtype=torch.float32)
     how = model.critic_backup_combine_type if isinstance(model, SACDiffusionNoise) else "min"  # SB3's SAC: min
     q_a = combine(model.critic.all_q(obs, actions), how).squeeze(1).numpy()
-    rewards = buffer.rewards[order]
     forever = left[rows, slots] / (1 - model.gamma)
     lower = returns[rows, slots] + forever * rewards.min()
     upper = returns[rows, slots] + forever * rewards.max()
