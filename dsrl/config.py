@@ -58,6 +58,9 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
     if train.critic_backup_combine_type not in ("min", "mean"):
         raise ValueError(f"train.critic_backup_combine_type={train.critic_backup_combine_type!r} is not min or mean")
+    if not 0 <= train.target_critics <= train.n_critics:
+        n_critics = train.n_critics
+        raise ValueError(f"train.target_critics={train.target_critics} must lie in [0, train.n_critics={n_critics}]")
     lerobot = cfg.base_policy.type == "lerobot"  # its noise is LeRobot's horizon: checked when it is loaded
     full_noise = cfg.base_policy.horizon_steps * cfg.base_policy.action_dim
     if train.noise_action_dim > full_noise and not lerobot:

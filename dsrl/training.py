@@ -71,6 +71,7 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
             net_arch=[train.layer_size] * train.num_layers,
             activation_fn=getattr(nn, train.activation),
             n_critics=train.n_critics,
+            target_critics=train.target_critics,
             layer_norm=train.layer_norm,
             optimizer_kwargs={"fused": True} if train.fused_optimizer else {},
         ),

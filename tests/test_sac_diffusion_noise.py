@@ -163,6 +163,44 @@ def test_noise_critic_gap_is_what_q_w_overrates_at_the_actors_noise(steering_pol
     assert model.logger.name_to_value["train/noise_critic_gap"] == pytest.approx(overrate, abs=1e-5)
 
 
+class MemberIndex(nn.Module):
+    """A stand-in critic network whose member i values every input at i: (n, B, in) -> (n, B, 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.arange(len(x), dtype=x.dtype).view(-1, 1, 1).expand(-1, x.shape[1], 1)
+
+
+@pytest.mark.parametrize("target_critics, mean_target", [(0, 0.0), (1, 1.5), (3, 0.25)])
+def test_td_target_takes_the_min_over_a_random_subset_of_target_critics(steering_policy, target_critics, mean_target):
+    model = make_model(steering_policy, policy_kwargs=dict(net_arch=[8], n_critics=4, target_critics=target_critics))
+    assert (model.critic_target.subset_size, model.critic.subset_size) == (target_critics, 0)
+    model.learn(30)
+    model.critic_target.q_net = MemberIndex()  # target critic i values everything at i
+    model.noise_critic.all_q = lambda obs, noise: torch.zeros(4, len(obs), 1)
+    model.noise_critic_grad_steps = 0
+    model.train(gradient_steps=400, batch_size=4)
+    # noise_critic_gap = 0 - (min over the drawn target critics), averaged over the 400 steps: all four: min 0;
+    # one of four: uniform over 0..3, mean 1.5; three of four: min 1 when member 0 is left out (1/4), else 0
+    assert -model.logger.name_to_value["train/noise_critic_gap"] == pytest.approx(mean_target, abs=0.15)
+
+
+def test_dsrl_sac_policy_draws_target_subsets_and_keeps_them_through_save_load(tmp_path):
+    from stable_baselines3 import SAC
+
+    from dsrl.algorithms.policies import DSRLSACPolicy
+
+    kwargs = dict(net_arch=[8], n_critics=5, target_critics=2)
+    model = SAC(DSRLSACPolicy, "Pendulum-v1", policy_kwargs=kwargs, seed=0, device="cpu")
+    model.save(tmp_path / "sac.zip")
+    loaded = SAC.load(tmp_path / "sac.zip", device="cpu")
+    for m in (model, loaded):
+        assert (m.critic_target.subset_size, m.critic.subset_size) == (2, 0)
+        obs, actions = torch.zeros(3, 3), torch.zeros(3, 1)
+        assert len(m.critic_target(obs, actions)) == 2 and len(m.critic(obs, actions)) == 5
+    with pytest.raises(ValueError, match=r"target_critics=6 must lie in \[0, n_critics=5\]"):
+        SAC(DSRLSACPolicy, "Pendulum-v1", policy_kwargs=dict(kwargs, target_critics=6), device="cpu")
+
+
 def test_save_load_continues_training_identically(steering_policy, tmp_path):
     model = make_model(steering_policy)
     model.learn(60)
@@ -273,6 +311,10 @@ def test_ensemble_critic_equals_separate_critics():
             else:
                 x = layer(x)
         torch.testing.assert_close(value, x)
+    critic.subset_size = 2
+    drawn = [critic.all_q(obs, actions) for _ in range(40)]
+    members = {[torch.equal(d[i], outputs[m]) for m in range(3)].index(True) for d in drawn for i in range(2)}
+    assert all(d.shape == (2, 7, 1) and not torch.equal(d[0], d[1]) for d in drawn) and members == {0, 1, 2}
 
 
 def test_a_partly_filled_distillation_buffer_round_trips_through_a_compact_checkpoint(steering_policy, tmp_path):

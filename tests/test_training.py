@@ -30,6 +30,7 @@ def steering_config(tmp_path, *overrides):
         ("algorithm=ppo", "algorithm='ppo'"),
         ("train.action_magnitude=0", "train.action_magnitude=0"),
         ("train.utd=0", "train.utd=0"),
+        ("train.target_critics=3", r"train.target_critics=3 must lie in \[0, train.n_critics=2\]"),
         ("wandb.mode=cloud", "wandb.mode='cloud'"),
         ("train.noise_action_dim=9", r"train.noise_action_dim=9 is larger than the base policy's noise \(horizon"),
         ("train.noise_expansion=pca", "train.noise_expansion='pca'"),

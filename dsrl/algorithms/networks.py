@@ -84,6 +84,10 @@ class EnsembleCritic(BaseModel):
     :param n_critics: ensemble size
     :param share_features_extractor: whether the extractor is the actor's (then not trained here)
     :param layer_norm: LayerNorm after each hidden Linear
+
+    ``subset_size`` (attribute, 0 on construction): when > 0, ``forward`` and
+    ``all_q`` return only that many members, drawn at random (without
+    replacement) on every call: REDQ's in-target subset, set on a target critic.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class EnsembleCritic(BaseModel):
         super().__init__(
             observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
         )
+        self.subset_size = 0
         self.share_features_extractor = share_features_extractor
         self.n_critics = n_critics
         layers: list[nn.Module] = []
@@ -118,11 +123,15 @@ class EnsembleCritic(BaseModel):
         return tuple(self.all_q(obs, actions).unbind(0))
 
     def all_q(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """All members' values stacked: (n_critics, B, 1)."""
+        """The members' values stacked: (n_critics, B, 1), or (subset_size, B, 1) of a random subset."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.share_features_extractor):
             features = self.extract_features(obs, self.features_extractor)
         x = torch.cat([features, actions], dim=1)
-        return self.q_net(x.unsqueeze(0).expand(self.n_critics, -1, -1))
+        values = self.q_net(x.unsqueeze(0).expand(self.n_critics, -1, -1))
+        if not self.subset_size:
+            return values
+        members = torch.rand(self.n_critics, device=values.device).argsort()[: self.subset_size]
+        return values.index_select(0, members)
 
     def q1_forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.forward(obs, actions)[0]

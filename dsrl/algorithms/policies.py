@@ -22,12 +22,22 @@ class DSRLSACPolicy(SACPolicy):
     """SACPolicy whose actor and critics use LayerNorm hidden layers; critics run as one ensemble.
 
     :param layer_norm: LayerNorm after each hidden Linear of actor and critics
+    :param target_critics: REDQ's in-target subset: the target critic gives the TD target the values of this many
+        of its ``n_critics`` members, drawn at random on every call (the target then combines those); 0: all
     (other parameters: SB3's :class:`SACPolicy`)
     """
 
-    def __init__(self, *args, layer_norm: bool = True, **kwargs):
+    def __init__(self, *args, layer_norm: bool = True, target_critics: int = 0, **kwargs):
+        n_critics = kwargs.get("n_critics", 2)
+        if not 0 <= target_critics <= n_critics:
+            raise ValueError(f"target_critics={target_critics} must lie in [0, n_critics={n_critics}]")
         self.layer_norm = layer_norm
+        self.target_critics = target_critics
         super().__init__(*args, **kwargs)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        self.critic_target.subset_size = self.target_critics
 
     def make_actor(self, features_extractor=None) -> LayerNormActor:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
@@ -41,7 +51,9 @@ class DSRLSACPolicy(SACPolicy):
         return EnsembleCritic(**kwargs, layer_norm=self.layer_norm).to(self.device)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return dict(super()._get_constructor_parameters(), layer_norm=self.layer_norm)
+        return dict(
+            super()._get_constructor_parameters(), layer_norm=self.layer_norm, target_critics=self.target_critics
+        )
 
 
 class NoiseAliasingPolicy(DSRLSACPolicy):
@@ -72,6 +84,7 @@ class NoiseAliasingPolicy(DSRLSACPolicy):
         self.critic = self.make_critic(action_space=self.real_action_space)
         self.critic_target = self.make_critic(action_space=self.real_action_space)
         self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.subset_size = self.target_critics
         self.critic_target.set_training_mode(False)
         self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr, **self.optimizer_kwargs)
         self.noise_critic = self.make_critic()
