@@ -32,7 +32,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from dsrl.files import write_atomic, write_json
 from dsrl.replay_files import save_replay_buffer
-from dsrl.settings import first_difference
+from dsrl.settings import NOT_SET, first_difference
 
 LATEST = "latest.json"
 CONFIG = "config.yaml"
@@ -174,10 +174,15 @@ def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
     difference = first_difference(*(must_match(c) for c in (saved, cfg)), skip=MAY_CHANGE)
     if difference:
         name, before, now = difference
+        older = (
+            f"; the run predates {name}: add it to {config_path} with the value that matches how that run trained"
+            if before is NOT_SET
+            else ""
+        )
         raise ValueError(
             f"resume={run_dir!r}: its run has {name}={before!r}, this config has {now!r}; a checkpoint only "
             "continues the same task, base policy, number of train envs and training settings "
-            f"(only {', '.join(MAY_CHANGE)} may change)"
+            f"(only {', '.join(MAY_CHANGE)} may change){older}"
         )
     with open(latest_path) as f:
         entry = json.load(f)
