@@ -22,10 +22,17 @@ After an episode cut off by the time limit (and bootstrapped,
 ``train.bootstrap_time_limit: true``) the rest is unknown, so the return is
 bounded by the buffer's smallest and largest reward per agent step repeated
 forever; after a terminal, and with ``bootstrap_time_limit: false``, the
-bounds meet. Q_A above the upper bound overrates the chunks the agent played
-(the entropy backup adds ``ent_coef`` x entropy per step to Q_A; near the
-target entropy of 0 that is small). A DSRL-SAC run has no noise critic and
-gets this second table only, with its critic's Q(s, w) of the stored noise.
+bounds meet. Q_A above the upper bound overrates the chunks the agent played.
+The TD target also adds SAC's entropy bonus, ``ent_coef`` x -log pi(w' | s')
+at each next state s' (unless ``train.backup_entropy: false``), which the
+rewards do not hold, so the table gives the soft return too: each stored
+reward plus gamma times the bonus of the run's current actor and coefficient
+at that transition's next observation (the mean over ``--bonus-samples``
+noises; none after a terminal), bounded after a time limit by the buffer's
+smallest and largest reward plus gamma times the window's smallest and largest
+bonus. Q_A above the soft upper bound overrates the played chunks whatever the
+entropy term adds. A DSRL-SAC run has no noise critic and gets this second
+table only, with its critic's Q(s, w) of the stored noise.
 """
 
 from __future__ import annotations
@@ -95,36 +102,74 @@ def returns_to_episode_end(
     return returns, left, finished
 
 
+def entropy_coefficient(model: SACDiffusionNoise | SAC) -> float:
+    """The entropy coefficient the run trains with now (learnt or fixed)."""
+    learnt = model.ent_coef_optimizer is not None
+    return float(torch.exp(model.log_ent_coef.detach()) if learnt else model.ent_coef_tensor)
+
+
+def soft_rewards(
+    rewards: np.ndarray, bonuses: np.ndarray, dones: np.ndarray, truncated: np.ndarray, gamma: float
+) -> np.ndarray:
+    """Rewards (rows, n_envs) plus what the TD target adds to them: gamma x the entropy bonus at the next
+    observation, ``bonuses`` (rows, n_envs), except after a terminal (a time limit, ``truncated``, bootstraps)."""
+    terminal = (dones > 0) & ~(truncated > 0)
+    return rewards + gamma * np.where(terminal, 0.0, bonuses)
+
+
 @torch.no_grad()
-def observed_returns(model: SACDiffusionNoise | SAC, states: int, recent: int, seed: int) -> dict[str, float]:
+def entropy_bonuses(model: SACDiffusionNoise | SAC, next_obs: np.ndarray, samples: int) -> np.ndarray:
+    """``ent_coef`` x -log pi(w | s') of the model's actor at observations ``next_obs`` (..., obs_dim), the mean over
+    ``samples`` noises each: the bonus its TD target adds at s' (0 for a DSRL-NA run with ``backup_entropy`` off)."""
+    if not getattr(model, "backup_entropy", True):  # SB3's SAC always backs the entropy up
+        return np.zeros(next_obs.shape[:-1])
+    obs = torch.as_tensor(next_obs.reshape(-1, next_obs.shape[-1]), dtype=torch.float32)
+    log_prob = torch.stack([model.actor.action_log_prob(obs)[1].reshape(-1) for _ in range(samples)]).mean(0)
+    return (-entropy_coefficient(model) * log_prob).numpy().reshape(next_obs.shape[:-1])
+
+
+@torch.no_grad()
+def observed_returns(
+    model: SACDiffusionNoise | SAC, states: int, recent: int, seed: int, bonus_samples: int = 4
+) -> dict[str, float]:
     """Mean Q_A(s, a) over ``states`` stored transitions of finished episodes in the ``recent`` newest rows, and the
-    bounds of the discounted return their episodes earned (see the module docstring). For DSRL-SAC, its critic's
-    Q(s, w) of the stored (SB3-scaled) noise w stands in for Q_A."""
+    bounds of the discounted return, hard and soft, their episodes earned (see the module docstring). For
+    DSRL-SAC, its critic's Q(s, w) of the stored (SB3-scaled) noise w stands in for Q_A."""
     buffer = model.replay_buffer
     filled = buffer.buffer_size if buffer.full else buffer.pos
-    order = (np.arange(filled) + (buffer.pos if buffer.full else 0)) % buffer.buffer_size
-    dones, rewards = buffer.dones[order], buffer.rewards[order]
-    truncated = buffer.timeouts[order] if buffer.handle_timeout_termination else np.zeros_like(dones)
-    returns, left, finished = returns_to_episode_end(rewards, dones, truncated, model.gamma)
-    finished[: max(filled - recent, 0)] = False
+    oldest_first = (np.arange(filled) + (buffer.pos if buffer.full else 0)) % buffer.buffer_size
+    window = oldest_first[max(filled - recent, 0) :]  # a return depends on its own and later rows only
+    dones, rewards = buffer.dones[window], buffer.rewards[window]
+    truncated = buffer.timeouts[window] if buffer.handle_timeout_termination else np.zeros_like(dones)
+    hard, left, finished = returns_to_episode_end(rewards, dones, truncated, model.gamma)
+    with torch.random.fork_rng():  # the same bonuses for the same seed, whatever was drawn before
+        torch.manual_seed(seed)
+        bonuses = entropy_bonuses(model, buffer.next_observations[window], bonus_samples)
+    soft = returns_to_episode_end(
+        soft_rewards(rewards, bonuses, dones, truncated, model.gamma), dones, truncated, model.gamma
+    )[0]
     rows, slots = np.nonzero(finished)
     if not len(rows):
         raise ValueError(f"no episode has finished in the {recent} newest replay rows: nothing to compare Q_A with")
     pick = np.random.default_rng(seed).choice(len(rows), min(states, len(rows)), replace=False)
     rows, slots = rows[pick], slots[pick]
-    obs = torch.as_tensor(buffer.observations[order[rows], slots], dtype=torch.float32)
-    actions = torch.as_tensor(buffer.actions[order[rows], slots], dtype=torch.float32)
+    obs = torch.as_tensor(buffer.observations[window[rows], slots], dtype=torch.float32)
+    actions = torch.as_tensor(buffer.actions[window[rows], slots], dtype=torch.float32)
     how = model.critic_backup_combine_type if isinstance(model, SACDiffusionNoise) else "min"  # SB3's SAC: min
     q_a = combine(model.critic.all_q(obs, actions), how).squeeze(1).numpy()
-    forever = left[rows, slots] / (1 - model.gamma)
-    lower = returns[rows, slots] + forever * rewards.min()
-    upper = returns[rows, slots] + forever * rewards.max()
+    forever = left[rows, slots] / (1 - model.gamma)  # after a time limit: a reward per step, forever
+    worst, best = buffer.rewards[oldest_first].min(), buffer.rewards[oldest_first].max()
+    upper = hard[rows, slots] + forever * best
+    soft_upper = soft[rows, slots] + forever * (best + model.gamma * bonuses.max())
     return {
         "transitions": len(rows),
         "q_a": float(q_a.mean()),
-        "return_lower": float(lower.mean()),
+        "return_lower": float((hard[rows, slots] + forever * worst).mean()),
         "return_upper": float(upper.mean()),
         "share_above_upper": float((q_a > upper).mean()),
+        "soft_return_lower": float((soft[rows, slots] + forever * (worst + model.gamma * bonuses.min())).mean()),
+        "soft_return_upper": float(soft_upper.mean()),
+        "share_above_soft_upper": float((q_a > soft_upper).mean()),
     }
 
 
@@ -163,13 +208,13 @@ def main() -> None:
     parser.add_argument("run_dir", help="a DSRL run directory (with config.yaml and checkpoints/)")
     parser.add_argument("--states", type=int, default=512, help="stored observations to score")
     parser.add_argument("--recent", type=int, default=2000, help="drawn from this many newest replay rows")
+    parser.add_argument("--bonus-samples", type=int, default=4, help="noises per next state for the entropy bonus")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the values to this file")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     model = load_run(args.run_dir)
-    learnt = model.ent_coef_optimizer is not None
-    ent_coef = float(torch.exp(model.log_ent_coef.detach()) if learnt else model.ent_coef_tensor)
+    ent_coef = entropy_coefficient(model)
     summary = {"run_dir": args.run_dir, "ent_coef": ent_coef}
     if isinstance(model, SACDiffusionNoise):
         values = summary["noise"] = critic_values(
@@ -183,14 +228,16 @@ def main() -> None:
         for kind, v in values.items():
             table.add_row(kind, f"{v['q_w']:.2f}", f"{v['q_a']:.2f}", f"{v['gap']:+.2f}")
         Console().print(table)
-    observed = summary["observed"] = observed_returns(model, args.states, args.recent, args.seed)
+    observed = summary["observed"] = observed_returns(model, args.states, args.recent, args.seed, args.bonus_samples)
     table = Table(
         title=f"Q_A of {observed['transitions']} stored transitions against their episodes' returns, "
         f"ent_coef {ent_coef:.4g}"
     )
-    for column in ("Q_A(s, a)", "return: lower bound", "upper bound", "share of Q_A above"):
-        table.add_column(column, justify="right")
-    table.add_row(*(f"{observed[k]:.2f}" for k in ("q_a", "return_lower", "return_upper", "share_above_upper")))
+    for column in ("return", "Q_A(s, a)", "lower bound", "upper bound", "share of Q_A above"):
+        table.add_column(column, justify="left" if column == "return" else "right")
+    for kind, prefix, share in (("hard", "", "share_above_upper"), ("soft", "soft_", "share_above_soft_upper")):
+        values = observed["q_a"], observed[f"{prefix}return_lower"], observed[f"{prefix}return_upper"], observed[share]
+        table.add_row(kind, *(f"{value:.2f}" for value in values))
     Console().print(table)
     if args.json:
         with open(args.json, "w") as f:

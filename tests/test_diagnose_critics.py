@@ -21,6 +21,7 @@ from diagnose_critics import (  # noqa: E402
     observed_returns,
     recent_observations,
     returns_to_episode_end,
+    soft_rewards,
 )
 
 
@@ -126,3 +127,32 @@ def test_observed_returns_bound_the_steering_runs_stored_episodes(run_dir):
     assert 0.0 <= observed["share_above_upper"] <= 1.0
     with pytest.raises(ValueError, match="no episode has finished in the 0 newest replay rows"):
         observed_returns(model, 64, 0, seed=0)
+
+
+def test_soft_rewards_add_the_discounted_bonus_of_the_next_state_except_after_a_terminal():
+    rewards = np.array([[-1.0], [-2.0], [-1.0], [0.0]])
+    bonuses = np.array([[0.5], [0.25], [1.0], [2.0]])
+    dones = np.array([[0], [1], [0], [1]], dtype=float)
+    truncated = np.array([[0], [1], [0], [0]], dtype=float)  # row 1: a time limit (bootstrapped), row 3: a terminal
+    soft = soft_rewards(rewards, bonuses, dones, truncated, gamma=0.5)
+    np.testing.assert_allclose(soft.ravel(), [-1 + 0.25, -2 + 0.125, -1 + 0.5, 0.0])
+
+
+def test_soft_returns_hold_the_entropy_bonus_the_td_target_adds(run_dir):
+    model = load_run(str(run_dir))
+    assert model.replay_buffer.handle_timeout_termination
+    model.replay_buffer.timeouts[:] = model.replay_buffer.dones  # every end a bootstrapped time limit, no terminal
+    hard_only = observed_returns(model, 64, 200, seed=0)
+    assert observed_returns(model, 64, 200, seed=0) == hard_only  # the bonuses' noise is seeded
+    ent_coef = float(torch.exp(model.log_ent_coef.detach()))
+    model.actor.action_log_prob = lambda obs: (torch.zeros(len(obs), 1), torch.full((len(obs),), -3.0))
+    constant = observed_returns(model, 64, 200, seed=0)  # bonus 3 ent_coef at every next state
+    for key in ("q_a", "return_lower", "return_upper", "share_above_upper"):
+        assert constant[key] == hard_only[key]
+    bonus = 3 * ent_coef * model.gamma  # per transition, and per step of the unknown rest
+    assert constant["soft_return_upper"] - constant["return_upper"] == pytest.approx(bonus / (1 - model.gamma))
+    assert constant["soft_return_lower"] - constant["return_lower"] == pytest.approx(bonus / (1 - model.gamma))
+    model.backup_entropy = False
+    without = observed_returns(model, 64, 200, seed=0)
+    assert without["soft_return_upper"] == pytest.approx(without["return_upper"])
+    assert without["share_above_soft_upper"] == without["share_above_upper"]
