@@ -73,6 +73,7 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
             n_critics=train.n_critics,
             target_critics=train.target_critics,
             layer_norm=train.layer_norm,
+            actor_zero_init=train.actor_zero_init,
             optimizer_kwargs={"fused": True} if train.fused_optimizer else {},
         ),
         seed=seed,

@@ -201,6 +201,36 @@ def test_dsrl_sac_policy_draws_target_subsets_and_keeps_them_through_save_load(t
         SAC(DSRLSACPolicy, "Pendulum-v1", policy_kwargs=dict(kwargs, target_critics=6), device="cpu")
 
 
+def test_a_zero_initialised_actor_starts_at_zero_noise_in_every_state_and_learns_away_from_it(
+    steering_policy, tmp_path
+):
+    obs = np.random.default_rng(0).uniform(-1, 1, (64, 2)).astype(np.float32)
+    random_init = make_model(steering_policy)
+    assert np.abs(random_init.predict_noise(obs, deterministic=True)[0]).mean() > 0.1  # SB3's init: off zero
+    model = make_model(
+        steering_policy, policy_kwargs=dict(net_arch=[32, 32], activation_fn=nn.Tanh, actor_zero_init=True)
+    )
+    np.testing.assert_array_equal(model.predict_noise(obs, deterministic=True)[0], 0.0)
+    mean, log_std, _ = model.actor.get_action_dist_params(torch.as_tensor(obs))
+    assert mean.abs().max() == 0 and log_std.abs().max() == 0  # samples: action_magnitude * tanh(N(0, I))
+    model.learn(80)
+    trained = model.predict_noise(obs, deterministic=True)[0]
+    assert np.abs(trained).max() > 0
+    model.save(tmp_path / "model.zip")
+    loaded = SACDiffusionNoise.load(tmp_path / "model.zip", base_policy=steering_policy, device="cpu")
+    assert loaded.policy.actor_zero_init and loaded.actor.zero_init
+    np.testing.assert_array_equal(loaded.predict_noise(obs, deterministic=True)[0], trained)  # weights, not re-zeroed
+
+
+def test_dsrl_sac_policy_zero_initialises_its_actor():
+    from stable_baselines3 import SAC
+
+    from dsrl.algorithms.policies import DSRLSACPolicy
+
+    model = SAC(DSRLSACPolicy, "Pendulum-v1", policy_kwargs=dict(net_arch=[8], actor_zero_init=True), device="cpu")
+    np.testing.assert_array_equal(model.actor(torch.rand(5, 3), deterministic=True).detach().numpy(), 0.0)
+
+
 def test_save_load_continues_training_identically(steering_policy, tmp_path):
     model = make_model(steering_policy)
     model.learn(60)

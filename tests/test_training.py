@@ -258,3 +258,16 @@ def test_time_limit_is_a_truncation_or_a_terminal_in_the_td_target(tmp_path, alg
     time_limit = (rows + 1) % agent_steps == 0
     assert time_limit.sum() == 2 and not dones[~time_limit].any()
     np.testing.assert_array_equal(dones[time_limit], 0.0 if bootstrap else 1.0)
+
+
+@pytest.mark.parametrize("algorithm", ["dsrl_na", "dsrl_sac"])
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_actor_zero_init_setting_reaches_the_actor(tmp_path, algorithm, zero_init):
+    from dsrl.training import build_agent
+
+    cfg = steering_config(tmp_path, f"algorithm={algorithm}", f"train.actor_zero_init={zero_init}")
+    policy = load_base_policy(dict(cfg.base_policy))
+    venv = make_vec_env(dict(cfg.env), Normalizer.load(cfg.base_policy.normalization), policy.chunk, 1, 2)
+    model = build_agent(cfg, venv, policy, torch.device("cpu"))
+    mean_noise = model.actor(torch.rand(16, 2) * 2 - 1, deterministic=True).detach()
+    assert (mean_noise.abs().max() == 0) == zero_init

@@ -24,21 +24,31 @@ class LayerNormActor(Actor):
     """SB3's squashed-Gaussian SAC actor with LayerNorm after each hidden Linear.
 
     :param layer_norm: insert LayerNorm after each hidden Linear layer
+    :param zero_init: start the mean and log-std output layers at zero, so that in every state the untrained
+        actor's mean action is 0 and its samples are tanh(N(0, I)) (SB3's random initialisation puts the mean of a
+        fresh actor at a random, state-dependent point, about ±0.4 per dimension at any width)
     (other parameters: SB3's :class:`Actor`)
     """
 
-    def __init__(self, *args, layer_norm: bool = True, **kwargs):
+    def __init__(self, *args, layer_norm: bool = True, zero_init: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.layer_norm = layer_norm
+        self.zero_init = zero_init
         if layer_norm:
             self.latent_pi = nn.Sequential(
                 *create_mlp(
                     self.features_dim, -1, self.net_arch, self.activation_fn, post_linear_modules=[nn.LayerNorm]
                 )
             )
+        if zero_init:
+            if self.use_sde:
+                raise ValueError("zero_init needs the plain Gaussian actor (use_sde=False)")
+            for head in (self.mu, self.log_std):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     def _get_constructor_parameters(self) -> dict:
-        return dict(super()._get_constructor_parameters(), layer_norm=self.layer_norm)
+        return dict(super()._get_constructor_parameters(), layer_norm=self.layer_norm, zero_init=self.zero_init)
 
 
 class EnsembleLinear(nn.Module):

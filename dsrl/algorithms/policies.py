@@ -24,15 +24,20 @@ class DSRLSACPolicy(SACPolicy):
     :param layer_norm: LayerNorm after each hidden Linear of actor and critics
     :param target_critics: REDQ's in-target subset: the target critic gives the TD target the values of this many
         of its ``n_critics`` members, drawn at random on every call (the target then combines those); 0: all
+    :param actor_zero_init: the actor's output layers start at zero (:class:`LayerNormActor`'s ``zero_init``):
+        its untrained mean noise is 0 in every state
     (other parameters: SB3's :class:`SACPolicy`)
     """
 
-    def __init__(self, *args, layer_norm: bool = True, target_critics: int = 0, **kwargs):
+    def __init__(
+        self, *args, layer_norm: bool = True, target_critics: int = 0, actor_zero_init: bool = False, **kwargs
+    ):
         n_critics = kwargs.get("n_critics", 2)
         if not 0 <= target_critics <= n_critics:
             raise ValueError(f"target_critics={target_critics} must lie in [0, n_critics={n_critics}]")
         self.layer_norm = layer_norm
         self.target_critics = target_critics
+        self.actor_zero_init = actor_zero_init
         super().__init__(*args, **kwargs)
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -41,7 +46,7 @@ class DSRLSACPolicy(SACPolicy):
 
     def make_actor(self, features_extractor=None) -> LayerNormActor:
         kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
-        return LayerNormActor(**kwargs, layer_norm=self.layer_norm).to(self.device)
+        return LayerNormActor(**kwargs, layer_norm=self.layer_norm, zero_init=self.actor_zero_init).to(self.device)
 
     def make_critic(self, features_extractor=None, action_space: spaces.Box | None = None) -> EnsembleCritic:
         """A critic ensemble; ``action_space`` overrides the policy's (DSRL-NA's Q_A scores real chunks)."""
@@ -52,7 +57,10 @@ class DSRLSACPolicy(SACPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return dict(
-            super()._get_constructor_parameters(), layer_norm=self.layer_norm, target_critics=self.target_critics
+            super()._get_constructor_parameters(),
+            layer_norm=self.layer_norm,
+            target_critics=self.target_critics,
+            actor_zero_init=self.actor_zero_init,
         )
 
 
