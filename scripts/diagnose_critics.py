@@ -158,7 +158,7 @@ def observed_returns(
     how = model.critic_backup_combine_type if isinstance(model, SACDiffusionNoise) else "min"  # SB3's SAC: min
     q_a = combine(model.critic.all_q(obs, actions), how).squeeze(1).numpy()
     forever = left[rows, slots] / (1 - model.gamma)  # after a time limit: a reward per step, forever
-    worst, best = buffer.rewards[oldest_first].min(), buffer.rewards[oldest_first].max()
+    worst, best = buffer.rewards[:filled].min(), buffer.rewards[:filled].max()  # the filled rows, in any order
     upper = hard[rows, slots] + forever * best
     soft_upper = soft[rows, slots] + forever * (best + model.gamma * bonuses.max())
     return {
