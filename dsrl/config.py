@@ -75,6 +75,11 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"train.overlap_env_steps=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, which steps its envs"
         )
+    if train.kl_to_base_noise and cfg.algorithm != "dsrl_na":
+        raise ValueError(
+            f"train.kl_to_base_noise=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, whose entropy term"
+            " it cannot change"
+        )
     if train.agent_obs not in AGENT_OBS:
         raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
     if cfg.wandb.mode not in WANDB_MODES:

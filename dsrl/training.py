@@ -122,6 +122,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             noise_critic_grad_steps=cfg.train.noise_critic_grad_steps,
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
             backup_entropy=cfg.train.backup_entropy,
+            kl_to_base_noise=cfg.train.kl_to_base_noise,
             precompute_distillation=cfg.train.precompute_distillation,
             cuda_graphs=cfg.train.cuda_graphs,
             overlap_env_steps=cfg.train.overlap_env_steps,

@@ -120,11 +120,13 @@ def soft_rewards(
 @torch.no_grad()
 def entropy_bonuses(model: SACDiffusionNoise | SAC, next_obs: np.ndarray, samples: int) -> np.ndarray:
     """``ent_coef`` x -log pi(w | s') of the model's actor at observations ``next_obs`` (..., obs_dim), the mean over
-    ``samples`` noises each: the bonus its TD target adds at s' (0 for a DSRL-NA run with ``backup_entropy`` off)."""
+    ``samples`` noises each: the bonus its TD target adds at s' (0 for a DSRL-NA run with ``backup_entropy`` off;
+    minus the KL sample to N(0, I) with ``kl_to_base_noise``)."""
     if not getattr(model, "backup_entropy", True):  # SB3's SAC always backs the entropy up
         return np.zeros(next_obs.shape[:-1])
     obs = torch.as_tensor(next_obs.reshape(-1, next_obs.shape[-1]), dtype=torch.float32)
-    log_prob = torch.stack([model.actor.action_log_prob(obs)[1].reshape(-1) for _ in range(samples)]).mean(0)
+    regularise = getattr(model, "regularised_log_prob", lambda noise, log_prob: log_prob)
+    log_prob = torch.stack([regularise(*model.actor.action_log_prob(obs)).reshape(-1) for _ in range(samples)]).mean(0)
     return (-entropy_coefficient(model) * log_prob).numpy().reshape(next_obs.shape[:-1])
 
 

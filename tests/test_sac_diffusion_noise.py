@@ -222,6 +222,43 @@ def test_a_zero_initialised_actor_starts_at_zero_noise_in_every_state_and_learns
     np.testing.assert_array_equal(loaded.predict_noise(obs, deterministic=True)[0], trained)  # weights, not re-zeroed
 
 
+def test_kl_to_base_noise_weighs_a_sample_of_the_actors_divergence_from_n01(steering_policy):
+    magnitude = 2.5
+    model = make_model(steering_policy, action_magnitude=magnitude, kl_to_base_noise=True)
+    obs = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (4096, 2)).astype(np.float32))
+    scaled, log_prob = model.actor.action_log_prob(obs)
+    mean, log_std, _ = model.actor.get_action_dist_params(obs)
+    actor = torch.distributions.TransformedDistribution(
+        torch.distributions.Independent(torch.distributions.Normal(mean, log_std.exp()), 1),
+        [torch.distributions.TanhTransform(), torch.distributions.AffineTransform(0.0, magnitude)],
+    )
+    inside = scaled.abs().amax(-1) < 0.99  # away from tanh's saturation, where SB3's log-prob adds an epsilon
+    assert inside.float().mean() > 0.5
+    noise = magnitude * scaled
+    prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(8), torch.ones(8)), 1)
+    expected = actor.log_prob(noise) - prior.log_prob(noise)
+    got = model.regularised_log_prob(scaled, log_prob).reshape(-1)
+    assert torch.allclose(got[inside], expected[inside], atol=1e-3), (got - expected)[inside].abs().max()
+    model.kl_to_base_noise = False
+    assert torch.equal(model.regularised_log_prob(scaled, log_prob).reshape(-1), log_prob)
+
+
+@pytest.mark.parametrize("kl_to_base_noise, low, high", [(True, 0.8, 1.1), (False, 1.9, 2.5)])
+def test_a_heavy_kl_to_base_noise_holds_the_actor_at_n01_where_entropy_spreads_it(
+    steering_policy, kl_to_base_noise, low, high
+):
+    """With the term dominating the actor's loss, its noise's second moment goes to N(0, I)'s (1, clipped at 2.5:
+    0.96) under the KL, and to the box's uniform one (2.08) under SAC's entropy; a fresh actor's is 2.9."""
+    model = make_model(
+        steering_policy, action_magnitude=2.5, kl_to_base_noise=kl_to_base_noise, ent_coef=100.0, learning_rate=3e-3
+    )
+    model.learn(40)
+    model.train(gradient_steps=400, batch_size=64)
+    obs = np.random.default_rng(1).uniform(-1, 1, (2048, 2)).astype(np.float32)
+    second_moment = float((model.predict_noise(obs)[0] ** 2).mean())
+    assert low < second_moment < high
+
+
 def test_dsrl_sac_policy_zero_initialises_its_actor():
     from stable_baselines3 import SAC
 

@@ -51,11 +51,10 @@ def test_bad_config_fails_before_training_naming_field(tmp_path, hopper_files, o
     assert not os.path.exists(tmp_path / "progress.csv")
 
 
-def test_overlapped_env_steps_are_refused_for_dsrl_sac(tmp_path):
-    with pytest.raises(
-        ValueError, match="train.overlap_env_steps=true is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC"
-    ):
-        run(steering_config(tmp_path, "algorithm=dsrl_sac", "train.overlap_env_steps=true"))
+@pytest.mark.parametrize("option", ["overlap_env_steps", "kl_to_base_noise"])
+def test_dsrl_na_options_are_refused_for_dsrl_sac(tmp_path, option):
+    with pytest.raises(ValueError, match=f"train.{option}=true is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC"):
+        run(steering_config(tmp_path, "algorithm=dsrl_sac", f"train.{option}=true"))
     assert not os.path.exists(tmp_path / "progress.csv")
 
 
@@ -271,3 +270,13 @@ def test_actor_zero_init_setting_reaches_the_actor(tmp_path, algorithm, zero_ini
     model = build_agent(cfg, venv, policy, torch.device("cpu"))
     mean_noise = model.actor(torch.rand(16, 2) * 2 - 1, deterministic=True).detach()
     assert (mean_noise.abs().max() == 0) == zero_init
+
+
+@pytest.mark.parametrize("kl", [True, False])
+def test_kl_to_base_noise_setting_reaches_dsrl_na(tmp_path, kl):
+    from dsrl.training import build_agent
+
+    cfg = steering_config(tmp_path, f"train.kl_to_base_noise={kl}")
+    policy = load_base_policy(dict(cfg.base_policy))
+    venv = make_vec_env(dict(cfg.env), Normalizer.load(cfg.base_policy.normalization), policy.chunk, 1, 2)
+    assert build_agent(cfg, venv, policy, torch.device("cpu")).kl_to_base_noise is kl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -81,6 +82,14 @@ class SACDiffusionNoise(SAC):
     :param critic_backup_combine_type: ``min`` or ``mean`` over the critic ensemble,
         in the TD target and in the actor's objective
     :param backup_entropy: subtract the entropy term in the TD target
+    :param kl_to_base_noise: the term ``ent_coef`` weighs (actor loss, TD target,
+        coefficient loss) becomes a sample of KL(π(·|s) ‖ N(0, I)), the
+        divergence of the actor's noise from the base policy's:
+        log π(w|s) − log N(w; 0, I) of the unscaled noise w (±``action_magnitude``),
+        instead of SAC's log π(w|s) of the noise scaled to [-1, 1] (False, the
+        authors'); the actor is then held near the noise the base policy was
+        trained on rather than pushed to spread, and ``target_entropy`` reads as
+        minus the target KL in nats
     :param precompute_distillation: denoise one distillation pair per stored
         transition once, in batches (:class:`DistillationReplayBuffer`), instead
         of a fresh batch on every distillation step (False, the authors' way);
@@ -111,6 +120,7 @@ class SACDiffusionNoise(SAC):
         noise_critic_grad_steps: int = 10,
         critic_backup_combine_type: str = "min",
         backup_entropy: bool = True,
+        kl_to_base_noise: bool = False,
         precompute_distillation: bool = False,
         cuda_graphs: bool = True,
         overlap_env_steps: bool = False,
@@ -131,6 +141,7 @@ class SACDiffusionNoise(SAC):
         self.noise_critic_grad_steps = noise_critic_grad_steps
         self.critic_backup_combine_type = critic_backup_combine_type
         self.backup_entropy = backup_entropy
+        self.kl_to_base_noise = kl_to_base_noise
         self.precompute_distillation = precompute_distillation
         self.cuda_graphs = cuda_graphs
         self.overlap_env_steps = overlap_env_steps
@@ -300,16 +311,17 @@ class SACDiffusionNoise(SAC):
         """
         how = self.critic_backup_combine_type
         noise_pi, log_prob = self.actor.action_log_prob(obs)
-        log_prob = log_prob.reshape(-1, 1)
+        log_prob = self.regularised_log_prob(noise_pi, log_prob)
         learnt = self.ent_coef_optimizer is not None
         ent_coef = torch.exp(self.log_ent_coef.detach()) if learnt else self.ent_coef_tensor
 
         with torch.no_grad():
             next_noise, next_log_prob = self.actor.action_log_prob(next_obs)
+            next_log_prob = self.regularised_log_prob(next_noise, next_log_prob)
             next_q = combine(self.critic_target.all_q(next_obs, self.denoise(next_obs, next_noise)), how)
             gap = (combine(self.noise_critic.all_q(next_obs, next_noise), how) - next_q).mean()
             if self.backup_entropy:
-                next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
+                next_q = next_q - ent_coef * next_log_prob
             target_q = rewards + (1 - dones) * self.gamma * next_q
 
         current_q = self.critic.all_q(obs, actions)
@@ -327,6 +339,21 @@ class SACDiffusionNoise(SAC):
         total = sum(loss for loss, _ in losses)
         gradients = torch.autograd.grad(total, [p for _, optimizer in losses for p in parameters(optimizer)])
         return (*gradients, torch.stack(stats))
+
+    def regularised_log_prob(self, scaled_noise: torch.Tensor, log_prob: torch.Tensor) -> torch.Tensor:
+        """What ``ent_coef`` weighs, (B, 1), for the actor's noise (B, k) scaled to [-1, 1] and its log π (B,).
+
+        log π(w|s) (SAC's), or with ``kl_to_base_noise`` the KL sample
+        log π(w|s) − log N(w; 0, I) of the unscaled noise w = action_magnitude x scaled
+        (log π of w is that of the scaled noise minus k log action_magnitude).
+        """
+        log_prob = log_prob.reshape(-1, 1)
+        if not self.kl_to_base_noise:
+            return log_prob
+        k = scaled_noise.shape[-1]
+        noise = self.action_magnitude * scaled_noise
+        log_prior = -0.5 * noise.pow(2).sum(-1, keepdim=True) - 0.5 * k * math.log(2 * math.pi)
+        return log_prob - k * math.log(self.action_magnitude) - log_prior
 
     def distillation_noise(self, batch_size: int) -> torch.Tensor:
         """Noise w ~ N(0, I) clipped to ±action_magnitude, scaled to [-1, 1]: (batch_size, noise_dim)."""
