@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, run_script
+from conftest import REPO_ROOT, STEERING_CONFIG, run_script
 from stable_baselines3 import SAC
 from test_training import steering_config
 
@@ -156,3 +156,24 @@ def test_soft_returns_hold_the_entropy_bonus_the_td_target_adds(run_dir):
     without = observed_returns(model, 64, 200, seed=0)
     assert without["soft_return_upper"] == pytest.approx(without["return_upper"])
     assert without["share_above_soft_upper"] == without["share_above_upper"]
+
+
+def test_a_frozen_actor_run_keeps_its_initial_actor_while_the_critics_learn(tmp_path):
+    result = run_script(
+        "scripts/frozen_actor_run.py",
+        f"--config-path={os.path.dirname(STEERING_CONFIG)}",
+        f"--config-name={os.path.basename(STEERING_CONFIG)}",
+        f"run_dir={tmp_path}",
+        "wandb.mode=disabled",
+        "train.total_env_steps=800",
+        "train.init_rollout_steps=100",
+        "train.layer_size=32",
+        "train.actor_zero_init=true",
+        "eval.interval_env_steps=0",
+        "eval.n_episodes=2",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    model = load_run(str(tmp_path))
+    assert model._n_updates > 0  # the critics took gradient steps
+    mean, log_std, _ = model.actor.get_action_dist_params(torch.rand(64, 2) * 2 - 1)
+    assert mean.abs().max() == 0 and log_std.abs().max() == 0  # the zero-initialised actor, untouched
