@@ -14,6 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ALGORITHMS = ("dsrl_na", "dsrl_sac")
 WANDB_MODES = ("online", "offline", "disabled")
 AGENT_OBS = ("raw", "policy_embedding")
+DSRL_NA_OPTIONS = {  # train.<option> only DSRL-NA has, and why SB3's SAC (dsrl_sac) cannot honour it
+    "overlap_env_steps": "which steps its envs",
+    "kl_to_base_noise": "whose entropy term it cannot change",
+}
 
 
 def repo_path(relative: str) -> str:
@@ -71,15 +75,9 @@ def check_run_config(cfg: DictConfig) -> None:
         )
     if train.noise_expansion not in EXPANSIONS:
         raise ValueError(f"train.noise_expansion={train.noise_expansion!r} is not one of {EXPANSIONS}")
-    if train.overlap_env_steps and cfg.algorithm != "dsrl_na":
-        raise ValueError(
-            f"train.overlap_env_steps=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, which steps its envs"
-        )
-    if train.kl_to_base_noise and cfg.algorithm != "dsrl_na":
-        raise ValueError(
-            f"train.kl_to_base_noise=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, whose entropy term"
-            " it cannot change"
-        )
+    for option, why in DSRL_NA_OPTIONS.items():
+        if train[option] and cfg.algorithm != "dsrl_na":
+            raise ValueError(f"train.{option}=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, {why}")
     if train.agent_obs not in AGENT_OBS:
         raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
     if cfg.wandb.mode not in WANDB_MODES:

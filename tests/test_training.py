@@ -259,24 +259,24 @@ def test_time_limit_is_a_truncation_or_a_terminal_in_the_td_target(tmp_path, alg
     np.testing.assert_array_equal(dones[time_limit], 0.0 if bootstrap else 1.0)
 
 
+def steering_agent(tmp_path, *overrides):
+    """The untrained agent ``build_agent`` makes of the steering config with ``overrides``, on 2 envs, on the CPU."""
+    from dsrl.training import build_agent
+
+    cfg = steering_config(tmp_path, *overrides)
+    policy = load_base_policy(dict(cfg.base_policy))
+    venv = make_vec_env(dict(cfg.env), Normalizer.load(cfg.base_policy.normalization), policy.chunk, 1, 2)
+    return build_agent(cfg, venv, policy, torch.device("cpu"))
+
+
 @pytest.mark.parametrize("algorithm", ["dsrl_na", "dsrl_sac"])
 @pytest.mark.parametrize("zero_init", [True, False])
 def test_actor_zero_init_setting_reaches_the_actor(tmp_path, algorithm, zero_init):
-    from dsrl.training import build_agent
-
-    cfg = steering_config(tmp_path, f"algorithm={algorithm}", f"train.actor_zero_init={zero_init}")
-    policy = load_base_policy(dict(cfg.base_policy))
-    venv = make_vec_env(dict(cfg.env), Normalizer.load(cfg.base_policy.normalization), policy.chunk, 1, 2)
-    model = build_agent(cfg, venv, policy, torch.device("cpu"))
+    model = steering_agent(tmp_path, f"algorithm={algorithm}", f"train.actor_zero_init={zero_init}")
     mean_noise = model.actor(torch.rand(16, 2) * 2 - 1, deterministic=True).detach()
     assert (mean_noise.abs().max() == 0) == zero_init
 
 
 @pytest.mark.parametrize("kl", [True, False])
 def test_kl_to_base_noise_setting_reaches_dsrl_na(tmp_path, kl):
-    from dsrl.training import build_agent
-
-    cfg = steering_config(tmp_path, f"train.kl_to_base_noise={kl}")
-    policy = load_base_policy(dict(cfg.base_policy))
-    venv = make_vec_env(dict(cfg.env), Normalizer.load(cfg.base_policy.normalization), policy.chunk, 1, 2)
-    assert build_agent(cfg, venv, policy, torch.device("cpu")).kl_to_base_noise is kl
+    assert steering_agent(tmp_path, f"train.kl_to_base_noise={kl}").kl_to_base_noise is kl
