@@ -1,5 +1,7 @@
 """SACDiffusionNoise (DSRL-NA) and the batched critic ensemble."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -248,7 +250,8 @@ def test_a_heavy_kl_to_base_noise_holds_the_actor_at_n01_where_entropy_spreads_i
     steering_policy, kl_to_base_noise, low, high
 ):
     """With the term dominating the actor's loss, its noise's second moment goes to N(0, I)'s (1, clipped at 2.5:
-    0.96) under the KL, and to the box's uniform one (2.08) under SAC's entropy; a fresh actor's is 2.9."""
+    0.96) under the KL, and to the box's uniform one (2.08) under SAC's entropy; a fresh actor's is 2.9. The
+    update logs the term it weighs."""
     model = make_model(
         steering_policy, action_magnitude=2.5, kl_to_base_noise=kl_to_base_noise, ent_coef=100.0, learning_rate=3e-3
     )
@@ -257,6 +260,10 @@ def test_a_heavy_kl_to_base_noise_holds_the_actor_at_n01_where_entropy_spreads_i
     obs = np.random.default_rng(1).uniform(-1, 1, (2048, 2)).astype(np.float32)
     second_moment = float((model.predict_noise(obs)[0] ** 2).mean())
     assert low < second_moment < high
+    # The logged term: the KL sample's mean near 0, or the entropy near the box uniform's maximum 8 log 2 = 5.55.
+    model.train(gradient_steps=20, batch_size=256)
+    name, low, high = ("kl_to_base_noise", 0.0, 0.5) if kl_to_base_noise else ("entropy", 5.0, 8 * math.log(2))
+    assert low < model.logger.name_to_value[f"train/{name}"] < high
 
 
 def test_dsrl_sac_policy_zero_initialises_its_actor():

@@ -31,6 +31,7 @@ TRAIN_METRICS = {
     "train/critic_loss",
     "train/noise_critic_loss",
     "train/noise_critic_gap",
+    "train/entropy",
     "train/actor_loss",
     "train/ent_coef",
 }
