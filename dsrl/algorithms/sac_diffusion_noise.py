@@ -351,6 +351,8 @@ class SACDiffusionNoise(SAC):
         log π(w|s) (SAC's), or with ``kl_to_base_noise`` the KL sample
         log π(w|s) − log N(w; 0, I) of the unscaled noise w = action_magnitude x scaled
         (log π of w is that of the scaled noise minus k log action_magnitude).
+        With low-dimensional steering the prior is N(0, I_k) over the agent's
+        k numbers, the law the expansion keeps as N(0, 1) marginals (:class:`dsrl.envs.noise_space.NoiseExpansion`).
         """
         log_prob = log_prob.reshape(-1, 1)
         if not self.kl_to_base_noise:
