@@ -4,6 +4,7 @@
     python scripts/plot.py runs/can/* --metric eval/return_mean --out docs/figures/can_return \\
         --group "DSRL-NA=runs/can/*dsrl_na*" --group "DSRL-SAC=runs/can/*dsrl_sac*"
     python scripts/plot.py runs/hopper/* --metric eval/return_mean --reference "base policy=469" --out hopper
+    python scripts/plot.py runs/lift/* --show-seeds --out lift   # each seed's whole curve too
 
 Each RUN_DIR is a directory a run wrote (``train_dsrl.py`` or ``dsrl.training.run``).
 Its metrics are read from ``progress.csv``; a run without one is read from its
@@ -21,7 +22,10 @@ Several seeds of a curve are interpolated onto the union of their evaluation
 steps inside the range they all cover (from the latest first evaluation to the
 earliest last one) and drawn as their mean with a 95% Student-t interval
 (mean ± t(0.975, n-1) · std / sqrt(n)); the y axis spans the seeds' values, so
-the wide band of two or three seeds may be cut at its edges. Each
+the wide band of two or three seeds may be cut at its edges. With
+``--show-seeds`` each seed's own curve is drawn too, thin and faint in its
+curve's colour, over all of its evaluations (a seed that ran longer than the
+others shows where it went). Each
 ``--reference LABEL=VALUE`` is a dashed horizontal line (the base policy
 alone). Writes OUT.png and OUT.svg and prints, per curve, the final value: the
 mean ± 95% t-interval over seeds of each seed's last evaluation.
@@ -202,12 +206,19 @@ def parse_references(rules: list[str]) -> dict[str, float]:
     return references
 
 
-def plot(curves: dict[str, list[str]], metric: str, out: str, references: dict[str, float] | None = None) -> Figure:
+def plot(
+    curves: dict[str, list[str]],
+    metric: str,
+    out: str,
+    references: dict[str, float] | None = None,
+    show_seeds: bool = False,
+) -> Figure:
     """Draw each curve's seed mean and 95% band, save ``out``.png and .svg, print each curve's final value.
 
     ``references`` are drawn as dashed horizontal lines (e.g. the base policy
-    alone). The y axis spans the seeds' own values and the references: a wider
-    band (few seeds) is cut at its edges.
+    alone); with ``show_seeds`` each seed's whole curve is a thin unlabelled line
+    in its curve's colour. The y axis spans the seeds' own values and the
+    references: a wider band (few seeds) is cut at its edges.
     """
     figure = Figure(figsize=(6, 4), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
@@ -222,6 +233,10 @@ def plot(curves: dict[str, list[str]], metric: str, out: str, references: dict[s
             half = t_interval(values)
             axes.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
         drawn.append(values.ravel())
+        if show_seeds:
+            for steps, ys in seeds:
+                axes.plot(steps, ys, color=line.get_color(), linewidth=0.8, alpha=0.4, label="_seed")
+                drawn.append(ys)
         finals = np.array([ys[-1] for _, ys in seeds])
         last_steps = [int(steps[-1]) for steps, _ in seeds]
         interval = f"± {t_interval(finals):.4f} (95% t-interval)" if len(seeds) > 1 else "(one seed, no interval)"
@@ -261,10 +276,17 @@ def main() -> None:
         metavar="LABEL=VALUE",
         help='a dashed horizontal line, e.g. "base policy=469"',
     )
+    parser.add_argument("--show-seeds", action="store_true", help="also draw each seed's whole curve, thin")
     args = parser.parse_args()
     run_dirs = [os.path.normpath(run_dir) for run_dir in args.run_dirs]
     try:
-        plot(group_runs(run_dirs, args.group), args.metric, args.out, parse_references(args.reference))
+        plot(
+            group_runs(run_dirs, args.group),
+            args.metric,
+            args.out,
+            parse_references(args.reference),
+            show_seeds=args.show_seeds,
+        )
     except ValueError as error:
         raise SystemExit(f"plot.py: error: {error}") from error
 

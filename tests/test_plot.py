@@ -141,3 +141,33 @@ def test_a_reference_is_a_labelled_dashed_line_inside_the_y_range(runs, tmp_path
         monkeypatch.setattr(sys, "argv", ["plot.py", *runs, "--out", str(tmp_path / "g"), "--reference", rule])
         with pytest.raises(SystemExit, match=f"--reference {rule!r} is not LABEL=NUMBER"):
             plot.main()
+
+
+def test_show_seeds_draws_each_seeds_whole_curve_past_the_common_range(runs, tmp_path):
+    plot = load_plot_module()
+    shorter = tmp_path / "seed1_shorter"
+    shorter.mkdir()
+    last_step = csv_evaluations(runs[1])[-1][0]
+    with open(os.path.join(runs[1], "progress.csv"), newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [row for row in reader if float(row["train/env_steps"] or 0) < last_step]
+    with open(shorter / "progress.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    seeds = [runs[0], str(shorter)]
+
+    figure = plot.plot({"DSRL-NA": seeds}, "eval/success_rate", str(tmp_path / "f"), show_seeds=True)
+    lines = figure.axes[0].get_lines()
+    (mean,) = [line for line in lines if line.get_label() == "DSRL-NA (n=2)"]
+    seed_lines = [line for line in lines if line.get_label() == "_seed"]
+    assert mean.get_xdata()[-1] == csv_evaluations(str(shorter))[-1][0] < csv_evaluations(runs[0])[-1][0]
+    for line, run_dir in zip(seed_lines, seeds, strict=True):
+        steps, values = np.array(csv_evaluations(run_dir)).T
+        np.testing.assert_array_equal(line.get_xdata(), steps)
+        np.testing.assert_array_equal(line.get_ydata(), values)
+        assert line.get_color() == mean.get_color() and line.get_linewidth() < mean.get_linewidth()
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == ["DSRL-NA (n=2)"]
+
+    plain = plot.plot({"DSRL-NA": seeds}, "eval/success_rate", str(tmp_path / "g"))
+    assert [line.get_label() for line in plain.axes[0].get_lines()] == ["DSRL-NA (n=2)"]
