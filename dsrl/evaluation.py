@@ -30,20 +30,26 @@ class NoiseAgent:
 class BasePolicyAgent(NoiseAgent):
     """The base policy alone: noise ~ N(0, I) clipped at ±``noise_clip`` (DPPO's ``randn_clip_value``).
 
+    With ``scale`` below 1 the clipped draws are shrunk towards zero noise
+    (``scale * clip(N(0, I))``): the base policy sampled at a lower temperature,
+    the baseline a steering that only concentrates the noise must beat.
+
     :param policy: frozen noise policy
     :param noise_clip: clip of the Gaussian draws
     :param seed: seed of the noise draws
+    :param scale: factor on the clipped draws (1: the base policy's own noise)
     """
 
-    def __init__(self, policy: NoisePolicy, noise_clip: float = 3.0, seed: int = 0):
+    def __init__(self, policy: NoisePolicy, noise_clip: float = 3.0, seed: int = 0, scale: float = 1.0):
         super().__init__(policy)
         self.noise_clip = noise_clip
+        self.scale = scale
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
 
     def noise(self, batch: int) -> torch.Tensor:
         shape = (batch, self.policy.noise_steps, self.policy.action_dim)
         draw = torch.randn(shape, generator=self.generator, device=self.policy.device)
-        return draw.clamp(-self.noise_clip, self.noise_clip)
+        return self.scale * draw.clamp(-self.noise_clip, self.noise_clip)
 
 
 class ConstantNoiseAgent(NoiseAgent):

@@ -1,7 +1,8 @@
-"""Evaluate a base policy alone, a constant noise, or a trained DSRL agent on a task.
+"""Evaluate a base policy alone (at its own or a scaled noise), a constant noise, or a trained DSRL agent on a task.
 
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --episodes 100
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --constant-noise 0.0
+    python scripts/evaluate.py --config cfg/robomimic/dsrl_lift.yaml --noise-scale 0.5
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --agent runs/.../checkpoints/model_100000.zip
 
 Extra arguments are config overrides (``base_policy.checkpoint=...``). An
@@ -41,6 +42,12 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--constant-noise", type=float, default=None, help="feed this constant noise value")
     mode.add_argument("--agent", default=None, help="a DSRL-NA checkpoint (model_<steps>.zip) to evaluate")
+    mode.add_argument(
+        "--noise-scale",
+        type=float,
+        default=None,
+        help="the base policy with its clipped N(0, I) noise times this factor (a lower sampling temperature)",
+    )
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--video", default=None, help="record one more (deterministic) episode to this mp4 file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. base_policy.checkpoint=PATH")
@@ -65,7 +72,8 @@ def main() -> None:
     elif args.constant_noise is not None:
         agent, mode, deterministic = ConstantNoiseAgent(policy, args.constant_noise), "constant_noise", True
     else:
-        agent, mode, deterministic = BasePolicyAgent(policy, seed=args.seed), "base_policy", False
+        scale = 1.0 if args.noise_scale is None else args.noise_scale
+        agent, mode, deterministic = BasePolicyAgent(policy, seed=args.seed, scale=scale), "base_policy", False
     result = evaluate(agent, venv, args.episodes, deterministic, seed=args.seed)
     venv.close()
     n = args.episodes
@@ -75,6 +83,7 @@ def main() -> None:
         "checkpoint": shown_path(args.agent or base_cfg["checkpoint"]),
         "episodes": n,
         "seed": args.seed,
+        **({"noise_scale": args.noise_scale} if args.noise_scale is not None else {}),
         "return_mean": result["return_mean"],
         "return_ci95": confidence_interval(result["return_mean"], result["return_std"], n),
     }
@@ -84,7 +93,8 @@ def main() -> None:
         summary["success_rate"] = success
         summary["success_rate_ci95"] = confidence_interval(success, math.sqrt(success * (1 - success)), n)
         line = f"success rate {success:.3f} ± {summary['success_rate_ci95']:.3f}, {line}"
-    print(f"{mode}: {line} (95% CI, {n} episodes, seed {args.seed})")
+    scaled = f" (noise x {args.noise_scale:g})" if args.noise_scale is not None else ""
+    print(f"{mode}{scaled}: {line} (95% CI, {n} episodes, seed {args.seed})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

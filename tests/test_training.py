@@ -16,7 +16,7 @@ from conftest import HOPPER_CONFIG, STEERING_CONFIG
 from dsrl.base_policies import Normalizer, load_base_policy
 from dsrl.config import REPO_ROOT, compose_task_config, repo_path
 from dsrl.envs.factory import make_vec_env
-from dsrl.evaluation import BasePolicyAgent, evaluate
+from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
 from dsrl.training import run
 
 
@@ -69,6 +69,21 @@ def test_shipped_steering_policy_succeeds_about_half_the_time():
     with open(repo_path("checkpoints/steering/diffusion/card.yaml")) as f:
         card_success = yaml.safe_load(f)["checkpoints"][-1]["success_rate"]
     assert abs(card_success - result["success_rate"]) < 0.08
+
+
+def test_scaled_base_noise_shrinks_the_same_draws_and_at_zero_is_the_zero_noise_baseline():
+    cfg = compose_task_config(STEERING_CONFIG, ["run_dir=unused"])
+    policy = load_base_policy(dict(cfg.base_policy))
+    own, half = BasePolicyAgent(policy, seed=5), BasePolicyAgent(policy, seed=5, scale=0.5)
+    draws = own.noise(4096)
+    torch.testing.assert_close(half.noise(4096), 0.5 * draws)
+    assert draws.abs().max() <= 3.0 and draws.std().item() == pytest.approx(1.0, abs=0.02)
+
+    venv = make_vec_env(
+        dict(cfg.env), Normalizer.load(cfg.base_policy.normalization), policy.chunk, policy.cond_steps, 4
+    )
+    scaled_to_zero = evaluate(BasePolicyAgent(policy, seed=5, scale=0.0), venv, 40, deterministic=False, seed=2)
+    assert scaled_to_zero == evaluate(ConstantNoiseAgent(policy, 0.0), venv, 40, deterministic=True, seed=2)
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,13 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
     assert base["success_rate_ci95"] == pytest.approx(half_width)
     assert f"base_policy: success rate {base['success_rate']:.3f} ± {half_width:.3f}" in out
     assert len(imageio.mimread(tmp_path / "base.mp4")) >= 8
+    out = evaluate_script(
+        "--episodes", "40", "--seed", "3", "--noise-scale", "0.5", "--json", str(tmp_path / "cold.json")
+    )
+    with open(tmp_path / "cold.json") as f:
+        cold = json.load(f)
+    assert cold["mode"] == "base_policy" and cold["noise_scale"] == 0.5 and "noise_scale" not in base
+    assert f"base_policy (noise x 0.5): success rate {cold['success_rate']:.3f}" in out
 
     run_dir = tmp_path / "run"
     run(
