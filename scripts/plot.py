@@ -26,7 +26,8 @@ the wide band of two or three seeds may be cut at its edges. With
 ``--show-seeds`` each seed's own curve is drawn too, thin and faint in its
 curve's colour, over all of its evaluations (a seed that ran longer than the
 others shows where it went). Each
-``--reference LABEL=VALUE`` is a dashed horizontal line (the base policy
+``--reference LABEL=VALUE`` is a grey horizontal line, dashed, dotted, then
+dash-dotted in turn (the base policy
 alone). Writes OUT.png and OUT.svg and prints, per curve, the final value: the
 mean ± 95% t-interval over seeds of each seed's last evaluation.
 """
@@ -37,6 +38,7 @@ import argparse
 import csv
 import fnmatch
 import glob
+import itertools
 import math
 import os
 from typing import Iterable
@@ -48,6 +50,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 ENV_STEPS = "train/env_steps"
+REFERENCE_STYLES = ("--", ":", "-.")
+"""Line styles of the --reference lines, in turn."""
 Series = dict[str, tuple[np.ndarray, np.ndarray]]
 """Metric name -> (env steps, values), sorted by env step."""
 
@@ -215,9 +219,9 @@ def plot(
 ) -> Figure:
     """Draw each curve's seed mean and 95% band, save ``out``.png and .svg, print each curve's final value.
 
-    ``references`` are drawn as dashed horizontal lines (e.g. the base policy
-    alone); with ``show_seeds`` each seed's whole curve is a thin unlabelled line
-    in its curve's colour. The y axis spans the seeds' own values and the
+    ``references`` are drawn as grey horizontal lines of ``REFERENCE_STYLES``
+    in turn (e.g. the base policy alone); with ``show_seeds`` each seed's whole
+    curve is a thin unlabelled line in its curve's colour. The y axis spans the seeds' own values and the
     references: a wider band (few seeds) is cut at its edges.
     """
     figure = Figure(figsize=(6, 4), dpi=150, layout="constrained")
@@ -244,8 +248,8 @@ def plot(
             f"{label}: final {metric} = {finals.mean():.4f} {interval}, {len(seeds)} seed(s), "
             f"last evaluations at env steps {min(last_steps)}-{max(last_steps)}"
         )
-    for label, value in (references or {}).items():
-        axes.axhline(value, linestyle="--", color="0.4", linewidth=1, label=f"{label} ({value:g})")
+    for (label, value), style in zip((references or {}).items(), itertools.cycle(REFERENCE_STYLES)):
+        axes.axhline(value, linestyle=style, color="0.4", linewidth=1, label=f"{label} ({value:g})")
         drawn.append(np.array([value]))
     low, high = min(v.min() for v in drawn), max(v.max() for v in drawn)
     margin = 0.05 * (high - low) or 0.05 * max(abs(high), 1.0)
@@ -274,7 +278,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LABEL=VALUE",
-        help='a dashed horizontal line, e.g. "base policy=469"',
+        help='a horizontal line, e.g. "base policy=469"',
     )
     parser.add_argument("--show-seeds", action="store_true", help="also draw each seed's whole curve, thin")
     args = parser.parse_args()
