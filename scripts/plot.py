@@ -25,9 +25,8 @@ earliest last one) and drawn as their mean with a 95% Student-t interval
 the wide band of two or three seeds may be cut at its edges. With
 ``--show-seeds`` each seed's own curve is drawn too, thin and faint in its
 curve's colour, over all of its evaluations (a seed that ran longer than the
-others shows where it went). Each
-``--reference LABEL=VALUE`` is a grey horizontal line, dashed, dotted, then
-dash-dotted in turn (the base policy
+others shows where it went). Each ``--reference LABEL=VALUE`` is a grey
+horizontal line, dashed, dotted, then dash-dotted in turn (the base policy
 alone). Writes OUT.png and OUT.svg and prints, per curve, the final value: the
 mean ± 95% t-interval over seeds of each seed's last evaluation.
 """
