@@ -220,8 +220,9 @@ def plot(
 
     ``references`` are drawn as grey horizontal lines of ``REFERENCE_STYLES``
     in turn (e.g. the base policy alone); with ``show_seeds`` each seed's whole
-    curve is a thin unlabelled line in its curve's colour. The y axis spans the seeds' own values and the
-    references: a wider band (few seeds) is cut at its edges.
+    curve is a thin unlabelled line in its curve's colour. The y axis spans the
+    seeds' own values and the references: a wider band (few seeds) is cut at
+    its edges.
     """
     figure = Figure(figsize=(6, 4), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
