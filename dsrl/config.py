@@ -80,6 +80,10 @@ def check_run_config(cfg: DictConfig) -> None:
             raise ValueError(f"train.{option}=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, {why}")
     if train.agent_obs not in AGENT_OBS:
         raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
+    for scale in cfg.eval.base_policy_noise_scales:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
+            scales = list(cfg.eval.base_policy_noise_scales)
+            raise ValueError(f"eval.base_policy_noise_scales={scales} holds {scale!r}; each must be a number >= 0")
     if cfg.wandb.mode not in WANDB_MODES:
         raise ValueError(f"wandb.mode={cfg.wandb.mode!r} is not one of {WANDB_MODES}")
     if lerobot:

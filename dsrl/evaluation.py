@@ -64,6 +64,10 @@ class ConstantNoiseAgent(NoiseAgent):
         return torch.full(shape, self.value, device=self.policy.device)
 
 
+BASE_POLICY_PREFIX = "base_policy/noise_x"
+"""Metric names of the base policy alone at noise scale S: ``base_policy/noise_x<S>/<evaluate()'s key>``."""
+
+
 class EvaluationStopped(Exception):
     """An evaluation abandoned because its ``stop`` callable asked for it."""
 
@@ -103,3 +107,19 @@ def evaluate(
     if successes:
         result["success_rate"] = float(np.mean(successes[:n_episodes]))
     return result
+
+
+def evaluate_base_policy(
+    policy: NoisePolicy, env: VecEnv, noise_scales: list[float], n_episodes: int, seed: int
+) -> dict[str, float]:
+    """The base policy alone on ``env`` (its chunk env) at each noise scale, as ``BASE_POLICY_PREFIX`` metrics.
+
+    Each scale plays the episodes ``evaluate(seed=seed)`` plays (those of a DSRL
+    agent's evaluation with the same seed), its noise drawn from ``seed`` too;
+    keys are ``base_policy/noise_x<S:g>/success_rate`` and so on.
+    """
+    metrics = {}
+    for scale in noise_scales:
+        result = evaluate(BasePolicyAgent(policy, seed=seed, scale=scale), env, n_episodes, False, seed)
+        metrics.update({f"{BASE_POLICY_PREFIX}{scale:g}/{key}": value for key, value in result.items()})
+    return metrics

@@ -101,7 +101,7 @@ def make_logger(
             config=OmegaConf.to_container(cfg, resolve=True),
         )
         wandb_run.define_metric(ENV_STEPS)
-        for prefix in ("train", "eval", "rollout", "time"):
+        for prefix in ("train", "eval", "rollout", "time", "base_policy"):
             wandb_run.define_metric(f"{prefix}/*", step_metric=ENV_STEPS)
         formats.append(WandbOutputFormat(wandb_run))
     return Logger(run_dir, formats), wandb_run

@@ -10,6 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -25,9 +26,10 @@ from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
 from dsrl.envs.prefetch import PrefetchVecEnv
+from dsrl.evaluation import evaluate_base_policy
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.replay_files import load_replay_buffer
-from dsrl.run_logging import make_logger
+from dsrl.run_logging import ENV_STEPS, make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
 log = logging.getLogger(__name__)
@@ -189,6 +191,18 @@ def make_video(
     return EvalVideo(env, cfg.video.every_evals, os.path.join(run_dir, "videos"), int(fps), wandb_run)
 
 
+def log_base_policy(cfg: DictConfig, logger: Logger, base_policy: NoisePolicy, env: VecEnv, seed: int) -> None:
+    """Evaluate the base policy alone at each ``eval.base_policy_noise_scales`` on ``env`` (the chunk eval env),
+    on the evaluation episodes of ``seed``; log the results at env step 0."""
+    scales = list(cfg.eval.base_policy_noise_scales)
+    log.info("the base policy alone at noise x %s, %d episodes each", scales, cfg.eval.n_episodes)
+    metrics = evaluate_base_policy(base_policy, env, scales, cfg.eval.n_episodes, seed)
+    for key, value in {ENV_STEPS: 0, **metrics}.items():
+        logger.record(key, value)
+    log.info("%s", ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()))
+    logger.dump(0)
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train DSRL as configured (or continue ``cfg.resume``); returns the final evaluation.
 
@@ -220,7 +234,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         save_run_config(run_dir, cfg)
     videos = bool(cfg.video.every_evals) and prepare_renderer(env_cfg["suite"])
     env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_envs"])
-    eval_env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_eval_envs"])
+    eval_env = chunk_eval_env = make_vec_env(env_cfg, normalizer, chunk, cond_steps, env_cfg["n_eval_envs"])
+    eval_seed = cfg.seed + 10_000
     wandb_run, video = None, None
     try:
         if resume:
@@ -249,6 +264,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             wandb_run_id=resume.wandb_run_id if resume else None,
         )
         model.set_logger(logger)
+        if cfg.eval.base_policy_noise_scales and not resume:
+            log_base_policy(cfg, logger, base_policy, chunk_eval_env, eval_seed)
         video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run) if videos else None
         checkpoint_dir = os.path.join(run_dir, "checkpoints")
         stop_request = StopRequest()
@@ -260,7 +277,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             eval_stochastic=cfg.eval.stochastic,
             save_interval=cfg.save_model_interval,
             checkpointer=Checkpointer(checkpoint_dir, cfg.save_replay_buffer, cfg.keep_checkpoints),
-            seed=cfg.seed + 10_000,
+            seed=eval_seed,
             wandb_run_id=wandb_run.id if wandb_run else None,
             video=video,
             resume=resume,

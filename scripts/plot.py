@@ -5,6 +5,7 @@
         --group "DSRL-NA=runs/can/*dsrl_na*" --group "DSRL-SAC=runs/can/*dsrl_sac*"
     python scripts/plot.py runs/hopper/* --metric eval/return_mean --reference "base policy=469" --out hopper
     python scripts/plot.py runs/lift/* --show-seeds --out lift   # each seed's whole curve too
+    python scripts/plot.py runs/can/* --baselines --out can      # with the base policy the runs evaluated
 
 Each RUN_DIR is a directory a run wrote (``train_dsrl.py`` or ``dsrl.training.run``).
 Its metrics are read from ``progress.csv``; a run without one is read from its
@@ -27,7 +28,9 @@ the wide band of two or three seeds may be cut at its edges. With
 curve's colour, over all of its evaluations (a seed that ran longer than the
 others shows where it went). Each ``--reference LABEL=VALUE`` is a grey
 horizontal line, dashed, dotted, then dash-dotted in turn (the base policy
-alone). Writes OUT.png and OUT.svg and prints, per curve, the final value: the
+alone); ``--baselines`` adds one per noise scale at which the runs evaluated the
+base policy before training (``eval.base_policy_noise_scales``), the mean over
+the runs. Writes OUT.png and OUT.svg and prints, per curve, the final value: the
 mean ± 95% t-interval over seeds of each seed's last evaluation.
 """
 
@@ -209,6 +212,38 @@ def parse_references(rules: list[str]) -> dict[str, float]:
     return references
 
 
+def baseline_references(run_dirs: list[str], metric: str) -> dict[str, float]:
+    """The base policy alone, as logged before training (``eval.base_policy_noise_scales``), as references.
+
+    Per noise scale, the mean over the runs that logged it of its
+    ``base_policy/noise_x<S>/<name>``, where ``metric`` is ``eval/<name>`` or
+    ``eval/stochastic_<name>`` (the base policy's noise is always sampled).
+
+    :raises ValueError: ``metric`` is not an eval/* metric, or no run logged the base policy
+    """
+    from dsrl.evaluation import BASE_POLICY_PREFIX
+
+    if not metric.startswith("eval/"):
+        raise ValueError(f"--baselines needs an eval/* metric, not {metric!r}")
+    name = metric.removeprefix("eval/").removeprefix("stochastic_")
+    values: dict[str, list[float]] = {}
+    for run_dir in run_dirs:
+        for key, (_, logged) in read_run(run_dir).items():
+            if key.startswith(BASE_POLICY_PREFIX):
+                scale, _, logged_name = key.removeprefix(BASE_POLICY_PREFIX).partition("/")
+                if logged_name == name:
+                    values.setdefault(scale, []).append(logged[0])
+    if not values:
+        raise ValueError(
+            f"--baselines: none of the runs logged {BASE_POLICY_PREFIX}<S>/{name} (train with "
+            "eval.base_policy_noise_scales=[1.0,0.5] to log the base policy alone before training)"
+        )
+    return {
+        f"base policy, noise x{scale} (mean of {len(runs)} runs)": float(np.mean(runs))
+        for scale, runs in sorted(values.items(), key=lambda item: -float(item[0]))
+    }
+
+
 def plot(
     curves: dict[str, list[str]],
     metric: str,
@@ -281,16 +316,19 @@ def main() -> None:
         help='a horizontal line, e.g. "base policy=469"',
     )
     parser.add_argument("--show-seeds", action="store_true", help="also draw each seed's whole curve, thin")
+    parser.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also draw, as references, the base policy alone that the runs evaluated before training "
+        "(eval.base_policy_noise_scales): per noise scale, the mean over the runs",
+    )
     args = parser.parse_args()
     run_dirs = [os.path.normpath(run_dir) for run_dir in args.run_dirs]
     try:
-        plot(
-            group_runs(run_dirs, args.group),
-            args.metric,
-            args.out,
-            parse_references(args.reference),
-            show_seeds=args.show_seeds,
-        )
+        references = parse_references(args.reference)
+        if args.baselines:
+            references.update(baseline_references(run_dirs, args.metric))
+        plot(group_runs(run_dirs, args.group), args.metric, args.out, references, show_seeds=args.show_seeds)
     except ValueError as error:
         raise SystemExit(f"plot.py: error: {error}") from error
 

@@ -29,6 +29,7 @@ TINY = [
     "train.layer_size=64",
     "progress_bar=false",
     "wandb.mode=offline",  # so the W&B reader has files to read
+    "eval.base_policy_noise_scales=[1.0,0.5]",
 ]
 
 
@@ -171,3 +172,40 @@ def test_show_seeds_draws_each_seeds_whole_curve_past_the_common_range(runs, tmp
 
     plain = plot.plot({"DSRL-NA": seeds}, "eval/success_rate", str(tmp_path / "g"))
     assert [line.get_label() for line in plain.axes[0].get_lines()] == ["DSRL-NA (n=2)"]
+
+
+def test_baselines_are_the_mean_base_policy_the_runs_evaluated_before_training(runs, tmp_path, monkeypatch):
+    plot = load_plot_module()
+    logged = {
+        scale: [csv_evaluations(run, f"base_policy/noise_x{scale}/success_rate") for run in runs]
+        for scale in ("1", "0.5")
+    }
+    assert all(
+        evaluations == [(0.0, evaluations[0][1])] for runs_logged in logged.values() for evaluations in runs_logged
+    )
+    means = {
+        scale: np.mean([evaluations[0][1] for evaluations in runs_logged]) for scale, runs_logged in logged.items()
+    }
+    references = plot.baseline_references(runs, "eval/stochastic_success_rate")
+    assert references == {
+        "base policy, noise x1 (mean of 2 runs)": pytest.approx(means["1"]),
+        "base policy, noise x0.5 (mean of 2 runs)": pytest.approx(means["0.5"]),
+    }
+    assert list(references)[0].startswith("base policy, noise x1 "), "the larger noise scale first"
+
+    monkeypatch.setattr(sys, "argv", ["plot.py", *runs, "--out", str(tmp_path / "f"), "--baselines"])
+    plot.main()
+    assert os.path.isfile(tmp_path / "f.png")
+
+    with pytest.raises(ValueError, match="--baselines needs an eval/\\* metric, not 'train/success_rate'"):
+        plot.baseline_references(runs, "train/success_rate")
+    without = tmp_path / "without"
+    without.mkdir()
+    with open(os.path.join(runs[0], "progress.csv"), newline="") as f:
+        rows = [{k: v for k, v in row.items() if not k.startswith("base_policy/")} for row in csv.DictReader(f)]
+    with open(without / "progress.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ValueError, match="none of the runs logged base_policy/noise_x<S>/success_rate"):
+        plot.baseline_references([str(without)], "eval/success_rate")

@@ -32,6 +32,7 @@ def steering_config(tmp_path, *overrides):
         ("train.utd=0", "train.utd=0"),
         ("train.target_critics=3", r"train.target_critics=3 must lie in \[0, train.n_critics=2\]"),
         ("wandb.mode=cloud", "wandb.mode='cloud'"),
+        ("eval.base_policy_noise_scales=[1.0,-0.5]", r"eval.base_policy_noise_scales=\[1.0, -0.5\] holds -0.5"),
         ("train.noise_action_dim=9", r"train.noise_action_dim=9 is larger than the base policy's noise \(horizon"),
         ("train.noise_expansion=pca", "train.noise_expansion='pca'"),
         ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
@@ -84,6 +85,43 @@ def test_scaled_base_noise_shrinks_the_same_draws_and_at_zero_is_the_zero_noise_
     )
     scaled_to_zero = evaluate(BasePolicyAgent(policy, seed=5, scale=0.0), venv, 40, deterministic=False, seed=2)
     assert scaled_to_zero == evaluate(ConstantNoiseAgent(policy, 0.0), venv, 40, deterministic=True, seed=2)
+
+
+def test_base_policy_alone_is_evaluated_once_before_training_on_the_agents_episodes(tmp_path):
+    quick = ["seed=3", "eval.interval_env_steps=0", "eval.n_episodes=30", "train.utd=1", "progress_bar=false"]
+    cfg = steering_config(tmp_path, *quick, "eval.base_policy_noise_scales=[1.0,0]", "train.total_env_steps=600")
+    run(cfg)
+    policy = load_base_policy(dict(cfg.base_policy))
+    normalizer = Normalizer.load(cfg.base_policy.normalization)
+    venv = make_vec_env(dict(cfg.env), normalizer, policy.chunk, policy.cond_steps, cfg.env.n_eval_envs)
+    eval_seed = 3 + 10_000  # the DSRL agent's evaluation episodes
+    expected = {
+        name: evaluate(BasePolicyAgent(policy, seed=eval_seed, scale=scale), venv, 30, False, eval_seed)
+        for name, scale in (("1", 1.0), ("0", 0.0))
+    }
+    assert expected["0"] == evaluate(ConstantNoiseAgent(policy, 0.0), venv, 30, True, eval_seed)
+
+    def base_policy_rows():
+        with open(tmp_path / "progress.csv", newline="") as f:
+            return [row for row in csv.DictReader(f) if row["base_policy/noise_x1/success_rate"]]
+
+    (row,) = base_policy_rows()
+    assert float(row["train/env_steps"]) == 0 and not row["eval/success_rate"]
+    for name, result in expected.items():
+        assert {key: float(row[f"base_policy/noise_x{name}/{key}"]) for key in result} == pytest.approx(result)
+
+    run(
+        steering_config(
+            tmp_path,
+            *quick,
+            "eval.base_policy_noise_scales=[1.0,0]",
+            f"resume={tmp_path}",
+            "train.total_env_steps=1200",
+        )
+    )
+    assert len(base_policy_rows()) == 1, "a resumed run does not evaluate the base policy again"
+    with open(tmp_path / "progress.csv", newline="") as f:
+        assert max(float(r["train/env_steps"]) for r in csv.DictReader(f)) >= 1200
 
 
 @pytest.mark.parametrize(
