@@ -4,9 +4,13 @@
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --constant-noise 0.0
     python scripts/evaluate.py --config cfg/robomimic/dsrl_lift.yaml --noise-scale 0.5
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --agent runs/.../checkpoints/model_100000.zip
+    python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --agent runs/.../model_100000.zip --sampled
 
 Extra arguments are config overrides (``base_policy.checkpoint=...``). An
-agent's algorithm and action magnitude are read from its run's config.yaml.
+agent's algorithm and action magnitude are read from its run's config.yaml;
+it plays its actor's mean noise (a run's ``eval/success_rate``), or with
+``--sampled`` noise drawn from its actor (``eval/stochastic_success_rate``, the
+DSRL authors' metric), seeded by ``--seed``.
 Prints the success rate and mean return with 95% confidence intervals;
 ``--json`` writes them to a file, ``--video`` one more episode as an mp4.
 """
@@ -18,6 +22,7 @@ import json
 import math
 import os
 
+import torch
 from omegaconf import OmegaConf
 
 from dsrl.base_policies import Normalizer, load_base_policy
@@ -48,10 +53,16 @@ def main() -> None:
         default=None,
         help="the base policy with its clipped N(0, I) noise times this factor (a lower sampling temperature)",
     )
+    parser.add_argument(
+        "--sampled", action="store_true", help="with --agent: noise sampled from the actor instead of its mean"
+    )
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--video", default=None, help="record one more (deterministic) episode to this mp4 file")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. base_policy.checkpoint=PATH")
     args = parser.parse_args()
+    if args.sampled and not args.agent:
+        parser.error("--sampled needs --agent (the base policy's own noise is always sampled)")
+    torch.manual_seed(args.seed)
 
     trained = ["algorithm=dsrl_na"]  # the base policy's own agents act in action chunks
     if args.agent:
@@ -67,7 +78,7 @@ def main() -> None:
     normalizer = Normalizer.load(user_path(base_cfg["normalization"]))
     venv = make_vec_env(env_cfg, normalizer, policy.chunk, policy.cond_steps, args.n_envs or env_cfg["n_eval_envs"])
     if args.agent:
-        agent, mode, deterministic = load_model(cfg, args.agent, venv, policy, "cpu"), "agent", True
+        agent, mode, deterministic = load_model(cfg, args.agent, venv, policy, "cpu"), "agent", not args.sampled
         venv = in_agent_spaces(cfg, venv, policy)
     elif args.constant_noise is not None:
         agent, mode, deterministic = ConstantNoiseAgent(policy, args.constant_noise), "constant_noise", True
@@ -84,6 +95,7 @@ def main() -> None:
         "episodes": n,
         "seed": args.seed,
         **({"noise_scale": args.noise_scale} if args.noise_scale is not None else {}),
+        **({"noise": "sampled" if args.sampled else "mean"} if args.agent else {}),
         "return_mean": result["return_mean"],
         "return_ci95": confidence_interval(result["return_mean"], result["return_std"], n),
     }
@@ -93,8 +105,12 @@ def main() -> None:
         summary["success_rate"] = success
         summary["success_rate_ci95"] = confidence_interval(success, math.sqrt(success * (1 - success)), n)
         line = f"success rate {success:.3f} ± {summary['success_rate_ci95']:.3f}, {line}"
-    scaled = f" (noise x {args.noise_scale:g})" if args.noise_scale is not None else ""
-    print(f"{mode}{scaled}: {line} (95% CI, {n} episodes, seed {args.seed})")
+    label = mode
+    if args.agent:
+        label = f"agent ({summary['noise']} noise)"
+    elif args.noise_scale is not None:
+        label = f"base_policy (noise x {args.noise_scale:g})"
+    print(f"{label}: {line} (95% CI, {n} episodes, seed {args.seed})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -288,7 +288,20 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
         )
     )
     (model,) = glob.glob(str(run_dir / "checkpoints" / "model_*.zip"))
-    evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"))
+    out = evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"))
     with open(tmp_path / "agent.json") as f:
         agent = json.load(f)
     assert agent["mode"] == "agent" and 0.0 <= agent["success_rate"] <= 1.0 and agent["checkpoint"] == model
+    assert agent["noise"] == "mean" and "agent (mean noise): success rate" in out
+
+    sampled = []
+    for name in ("sampled", "again"):
+        out = evaluate_script("--episodes", "10", "--agent", model, "--sampled", "--json", str(tmp_path / name))
+        with open(tmp_path / name) as f:
+            sampled.append(json.load(f))
+        assert sampled[-1]["noise"] == "sampled" and "agent (sampled noise): success rate" in out
+    assert sampled[0] == sampled[1], "the actor's noise draws are seeded by --seed"
+
+    refused = [sys.executable, str(REPO_ROOT / "scripts/evaluate.py"), "--config", STEERING_CONFIG, "--sampled"]
+    result = subprocess.run(refused, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--sampled needs --agent" in result.stderr
