@@ -78,6 +78,13 @@ def check_run_config(cfg: DictConfig) -> None:
     for option, why in DSRL_NA_OPTIONS.items():
         if train[option] and cfg.algorithm != "dsrl_na":
             raise ValueError(f"train.{option}=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, {why}")
+    if not train.kl_prior_noise_scale > 0:
+        raise ValueError(f"train.kl_prior_noise_scale={train.kl_prior_noise_scale} must be > 0")
+    if train.kl_prior_noise_scale != 1 and not train.kl_to_base_noise:
+        raise ValueError(
+            f"train.kl_prior_noise_scale={train.kl_prior_noise_scale} scales the prior of train.kl_to_base_noise, "
+            "which is false; set train.kl_to_base_noise=true"
+        )
     if train.agent_obs not in AGENT_OBS:
         raise ValueError(f"train.agent_obs={train.agent_obs!r} is not one of {AGENT_OBS}")
     for scale in cfg.eval.base_policy_noise_scales:

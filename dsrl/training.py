@@ -125,6 +125,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
             backup_entropy=cfg.train.backup_entropy,
             kl_to_base_noise=cfg.train.kl_to_base_noise,
+            kl_prior_noise_scale=cfg.train.kl_prior_noise_scale,
             precompute_distillation=cfg.train.precompute_distillation,
             cuda_graphs=cfg.train.cuda_graphs,
             overlap_env_steps=cfg.train.overlap_env_steps,

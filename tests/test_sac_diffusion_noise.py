@@ -224,9 +224,13 @@ def test_a_zero_initialised_actor_starts_at_zero_noise_in_every_state_and_learns
     np.testing.assert_array_equal(loaded.predict_noise(obs, deterministic=True)[0], trained)  # weights, not re-zeroed
 
 
-def test_kl_to_base_noise_weighs_a_sample_of_the_actors_divergence_from_n01(steering_policy):
+@pytest.mark.parametrize("prior_scale", [1.0, 0.5])
+def test_kl_to_base_noise_weighs_a_sample_of_the_actors_divergence_from_its_prior(steering_policy, prior_scale):
+    """The prior is the base policy's N(0, I) noise times kl_prior_noise_scale."""
     magnitude = 2.5
-    model = make_model(steering_policy, action_magnitude=magnitude, kl_to_base_noise=True)
+    model = make_model(
+        steering_policy, action_magnitude=magnitude, kl_to_base_noise=True, kl_prior_noise_scale=prior_scale
+    )
     obs = torch.as_tensor(np.random.default_rng(0).uniform(-1, 1, (4096, 2)).astype(np.float32))
     scaled, log_prob = model.actor.action_log_prob(obs)
     mean, log_std, _ = model.actor.get_action_dist_params(obs)
@@ -237,7 +241,8 @@ def test_kl_to_base_noise_weighs_a_sample_of_the_actors_divergence_from_n01(stee
     inside = scaled.abs().amax(-1) < 0.99  # away from tanh's saturation, where SB3's log-prob adds an epsilon
     assert inside.float().mean() > 0.5
     noise = magnitude * scaled
-    prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(8), torch.ones(8)), 1)
+    prior_std = torch.full((8,), prior_scale)
+    prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(8), prior_std), 1)
     expected = actor.log_prob(noise) - prior.log_prob(noise)
     got = model.regularised_log_prob(scaled, log_prob).reshape(-1)
     assert torch.allclose(got[inside], expected[inside], atol=1e-3), (got - expected)[inside].abs().max()
@@ -245,15 +250,22 @@ def test_kl_to_base_noise_weighs_a_sample_of_the_actors_divergence_from_n01(stee
     assert torch.equal(model.regularised_log_prob(scaled, log_prob).reshape(-1), log_prob)
 
 
-@pytest.mark.parametrize("kl_to_base_noise, low, high", [(True, 0.8, 1.1), (False, 1.9, 2.5)])
-def test_a_heavy_kl_to_base_noise_holds_the_actor_at_n01_where_entropy_spreads_it(
-    steering_policy, kl_to_base_noise, low, high
+@pytest.mark.parametrize(
+    "kl_to_base_noise, prior_scale, low, high", [(True, 1.0, 0.8, 1.1), (True, 0.5, 0.2, 0.3), (False, 1.0, 1.9, 2.5)]
+)
+def test_a_heavy_kl_to_base_noise_holds_the_actor_at_its_prior_where_entropy_spreads_it(
+    steering_policy, kl_to_base_noise, prior_scale, low, high
 ):
-    """With the term dominating the actor's loss, its noise's second moment goes to N(0, I)'s (1, clipped at 2.5:
-    0.96) under the KL, and to the box's uniform one (2.08) under SAC's entropy; a fresh actor's is 2.9. The
-    update logs the term it weighs."""
+    """With the term dominating the actor's loss, its noise's second moment goes to the prior's under the KL
+    (N(0, I): 1, clipped at 2.5: 0.96; N(0, 0.25 I): 0.25), and to the box's uniform one (2.08) under SAC's
+    entropy; a fresh actor's is 2.9. The update logs the term it weighs."""
     model = make_model(
-        steering_policy, action_magnitude=2.5, kl_to_base_noise=kl_to_base_noise, ent_coef=100.0, learning_rate=3e-3
+        steering_policy,
+        action_magnitude=2.5,
+        kl_to_base_noise=kl_to_base_noise,
+        kl_prior_noise_scale=prior_scale,
+        ent_coef=100.0,
+        learning_rate=3e-3,
     )
     model.learn(40)
     model.train(gradient_steps=400, batch_size=64)

@@ -38,6 +38,11 @@ def steering_config(tmp_path, *overrides):
         ("env.name=Hopper-v5", "env.name='Hopper-v5'"),
         ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
         ("base_policy.normalization={hopper_normalization}", "normalization has obs_min of 11 dims, but .*obs_dim=2"),
+        ("train.kl_prior_noise_scale=0", r"train.kl_prior_noise_scale=0 must be > 0"),
+        (
+            "train.kl_prior_noise_scale=0.5",
+            r"train.kl_prior_noise_scale=0.5 scales the prior of train.kl_to_base_noise, which is false",
+        ),
         ("base_policy.obs_dim=3", r"observes 2 numbers per step, but base_policy.obs_dim=3 \(a state policy"),
         (
             "base_policy.mlp_dims=[64,64,64]",
@@ -333,3 +338,8 @@ def test_actor_zero_init_setting_reaches_the_actor(tmp_path, algorithm, zero_ini
 @pytest.mark.parametrize("kl", [True, False])
 def test_kl_to_base_noise_setting_reaches_dsrl_na(tmp_path, kl):
     assert steering_agent(tmp_path, f"train.kl_to_base_noise={kl}").kl_to_base_noise is kl
+
+
+def test_kl_prior_noise_scale_setting_reaches_dsrl_na(tmp_path):
+    model = steering_agent(tmp_path, "train.kl_to_base_noise=true", "train.kl_prior_noise_scale=0.5")
+    assert model.kl_to_base_noise and model.kl_prior_noise_scale == 0.5

@@ -90,6 +90,10 @@ class SACDiffusionNoise(SAC):
         authors'); the actor is then held near the noise the base policy was
         trained on rather than pushed to spread, and ``target_entropy`` reads as
         minus the target KL in nats
+    :param kl_prior_noise_scale: with ``kl_to_base_noise``, the KL's prior is
+        N(0, s² I), the base policy's noise times s (1: its own noise; below 1:
+        a lower temperature, which can succeed more than the base policy's own
+        noise, see docs/results.md); the actor is held near it instead
     :param precompute_distillation: denoise one distillation pair per stored
         transition once, in batches (:class:`DistillationReplayBuffer`), instead
         of a fresh batch on every distillation step (False, the authors' way);
@@ -121,6 +125,7 @@ class SACDiffusionNoise(SAC):
         critic_backup_combine_type: str = "min",
         backup_entropy: bool = True,
         kl_to_base_noise: bool = False,
+        kl_prior_noise_scale: float = 1.0,
         precompute_distillation: bool = False,
         cuda_graphs: bool = True,
         overlap_env_steps: bool = False,
@@ -133,6 +138,8 @@ class SACDiffusionNoise(SAC):
             raise ValueError(f"critic_backup_combine_type={critic_backup_combine_type!r} is not one of {COMBINE_TYPES}")
         if action_magnitude <= 0:
             raise ValueError(f"action_magnitude={action_magnitude} must be > 0")
+        if kl_prior_noise_scale <= 0:
+            raise ValueError(f"kl_prior_noise_scale={kl_prior_noise_scale} must be > 0")
         if kwargs.get("action_noise") is not None:
             raise ValueError("action_noise is not supported: DSRL-NA explores through the SAC actor's noise")
         super().__init__(policy, env, _init_setup_model=False, **kwargs)
@@ -142,6 +149,7 @@ class SACDiffusionNoise(SAC):
         self.critic_backup_combine_type = critic_backup_combine_type
         self.backup_entropy = backup_entropy
         self.kl_to_base_noise = kl_to_base_noise
+        self.kl_prior_noise_scale = float(kl_prior_noise_scale)
         self.precompute_distillation = precompute_distillation
         self.cuda_graphs = cuda_graphs
         self.overlap_env_steps = overlap_env_steps
@@ -349,17 +357,18 @@ class SACDiffusionNoise(SAC):
         """What ``ent_coef`` weighs, (B, 1), for the actor's noise (B, k) scaled to [-1, 1] and its log π (B,).
 
         log π(w|s) (SAC's), or with ``kl_to_base_noise`` the KL sample
-        log π(w|s) − log N(w; 0, I) of the unscaled noise w = action_magnitude x scaled
-        (log π of w is that of the scaled noise minus k log action_magnitude).
-        With low-dimensional steering the prior is N(0, I_k) over the agent's
-        k numbers, the law the expansion keeps as N(0, 1) marginals (:class:`dsrl.envs.noise_space.NoiseExpansion`).
+        log π(w|s) − log N(w; 0, s² I) of the unscaled noise w = action_magnitude x scaled,
+        s = ``kl_prior_noise_scale`` (log π of w is that of the scaled noise minus k log action_magnitude).
+        With low-dimensional steering the prior is over the agent's k numbers, whose
+        N(0, 1) marginals the expansion keeps (:class:`dsrl.envs.noise_space.NoiseExpansion`).
         """
         log_prob = log_prob.reshape(-1, 1)
         if not self.kl_to_base_noise:
             return log_prob
         k = scaled_noise.shape[-1]
+        s = self.kl_prior_noise_scale
         noise = self.action_magnitude * scaled_noise
-        log_prior = -0.5 * noise.pow(2).sum(-1, keepdim=True) - 0.5 * k * math.log(2 * math.pi)
+        log_prior = -0.5 * (noise / s).pow(2).sum(-1, keepdim=True) - k * math.log(s) - 0.5 * k * math.log(2 * math.pi)
         return log_prob - k * math.log(self.action_magnitude) - log_prior
 
     def distillation_noise(self, batch_size: int) -> torch.Tensor:
