@@ -122,7 +122,7 @@ class DSRLCallback(BaseCallback):
             self.logger.record("train/success_rate", float(np.mean(self.model.ep_success_buffer)))
 
     def stop_requested(self) -> bool:
-        return self.stop_request is not None and self.stop_request.signal is not None
+        return self.stop_request is not None and self.stop_request.requested()
 
     def stop(self) -> bool:
         self.stopped_by = self.stop_request.signal

@@ -110,16 +110,22 @@ def evaluate(
 
 
 def evaluate_base_policy(
-    policy: NoisePolicy, env: VecEnv, noise_scales: list[float], n_episodes: int, seed: int
+    policy: NoisePolicy,
+    env: VecEnv,
+    noise_scales: list[float],
+    n_episodes: int,
+    seed: int,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """The base policy alone on ``env`` (its chunk env) at each noise scale, as ``BASE_POLICY_PREFIX`` metrics.
 
     Each scale plays the episodes ``evaluate(seed=seed)`` plays (those of a DSRL
     agent's evaluation with the same seed), its noise drawn from ``seed`` too;
-    keys are ``base_policy/noise_x<S:g>/success_rate`` and so on.
+    keys are ``base_policy/noise_x<S:g>/success_rate`` and so on. ``stop`` as
+    in :func:`evaluate` (:class:`EvaluationStopped`).
     """
     metrics = {}
     for scale in noise_scales:
-        result = evaluate(BasePolicyAgent(policy, seed=seed, scale=scale), env, n_episodes, False, seed)
+        result = evaluate(BasePolicyAgent(policy, seed=seed, scale=scale), env, n_episodes, False, seed, stop)
         metrics.update({f"{BASE_POLICY_PREFIX}{scale:g}/{key}": value for key, value in result.items()})
     return metrics

@@ -44,6 +44,10 @@ class StopRequest:
     def __exit__(self, *exc_info: object) -> None:
         self.restore()
 
+    def requested(self) -> bool:
+        """Whether a signal has asked the run to stop."""
+        return self.signal is not None
+
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signal.Signals(signum)
         self.restore()

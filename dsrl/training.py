@@ -26,7 +26,7 @@ from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
 from dsrl.envs.embedding_env import PolicyEmbeddingObservation
 from dsrl.envs.factory import check_env_config, check_observations, make_vec_env
 from dsrl.envs.prefetch import PrefetchVecEnv
-from dsrl.evaluation import evaluate_base_policy
+from dsrl.evaluation import EvaluationStopped, evaluate_base_policy
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.replay_files import load_replay_buffer
 from dsrl.run_logging import ENV_STEPS, make_logger
@@ -192,12 +192,24 @@ def make_video(
     return EvalVideo(env, cfg.video.every_evals, os.path.join(run_dir, "videos"), int(fps), wandb_run)
 
 
-def log_base_policy(cfg: DictConfig, logger: Logger, base_policy: NoisePolicy, env: VecEnv, seed: int) -> None:
+def log_base_policy(
+    cfg: DictConfig, logger: Logger, base_policy: NoisePolicy, env: VecEnv, seed: int, stop_request: StopRequest
+) -> None:
     """Evaluate the base policy alone at each ``eval.base_policy_noise_scales`` on ``env`` (the chunk eval env),
-    on the evaluation episodes of ``seed``; log the results at env step 0."""
+    on the evaluation episodes of ``seed``; log the results at env step 0.
+
+    :raises RunInterrupted: ``stop_request`` recorded a signal first (nothing is logged)
+    """
     scales = list(cfg.eval.base_policy_noise_scales)
     log.info("the base policy alone at noise x %s, %d episodes each", scales, cfg.eval.n_episodes)
-    metrics = evaluate_base_policy(base_policy, env, scales, cfg.eval.n_episodes, seed)
+    try:
+        metrics = evaluate_base_policy(base_policy, env, scales, cfg.eval.n_episodes, seed, stop_request.requested)
+    except EvaluationStopped:
+        raise RunInterrupted(
+            stop_request.signal,
+            f"stopped by {stop_request.signal.name} while evaluating the base policy alone, before training: "
+            "nothing was trained or logged; run the command again",
+        ) from None
     for key, value in {ENV_STEPS: 0, **metrics}.items():
         logger.record(key, value)
     log.info("%s", ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()))
@@ -265,8 +277,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
             wandb_run_id=resume.wandb_run_id if resume else None,
         )
         model.set_logger(logger)
-        if cfg.eval.base_policy_noise_scales and not resume:
-            log_base_policy(cfg, logger, base_policy, chunk_eval_env, eval_seed)
         video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run) if videos else None
         checkpoint_dir = os.path.join(run_dir, "checkpoints")
         stop_request = StopRequest()
@@ -286,6 +296,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
             stop_request=stop_request,
         )
         with stop_request:
+            if cfg.eval.base_policy_noise_scales and not resume:
+                log_base_policy(cfg, logger, base_policy, chunk_eval_env, eval_seed, stop_request)
             try:
                 model.learn(
                     total_timesteps=cfg.train.total_env_steps,

@@ -180,6 +180,30 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, stop_signal
     assert latest(tmp_path)["env_steps"] >= resumed_to
 
 
+def test_a_stop_while_the_base_policy_is_evaluated_ends_the_run_before_training(tmp_path, monkeypatch):
+    import dsrl.evaluation
+
+    evaluate = dsrl.evaluation.evaluate
+
+    def ctrl_c_as_the_base_policy_evaluation_starts(*args, **kwargs):
+        monkeypatch.setattr(dsrl.evaluation, "evaluate", evaluate)
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(dsrl.evaluation, "evaluate", ctrl_c_as_the_base_policy_evaluation_starts)
+    overrides = ["wandb.mode=disabled", "eval.base_policy_noise_scales=[1.0]", "train.total_env_steps=400"]
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RunInterrupted, match="SIGINT while evaluating the base policy alone, before training") as stop:
+        run(steering(tmp_path, *overrides))
+    assert stop.value.exit_status == 130
+    assert not os.path.exists(tmp_path / "checkpoints") and not progress(tmp_path), "nothing trained or logged"
+    assert signal.getsignal(signal.SIGINT) is handler, "a second Ctrl-C is handled as before the run"
+
+    run(steering(tmp_path, *overrides))  # the same command again
+    (base_row,) = [row for row in progress(tmp_path) if row.get("base_policy/noise_x1/return_mean")]
+    assert float(base_row["train/env_steps"]) == 0
+
+
 def test_a_stop_during_an_evaluation_abandons_it_and_the_resumed_run_evaluates_first(tmp_path, monkeypatch):
     import dsrl.callbacks
 
