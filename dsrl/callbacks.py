@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Callable
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -42,6 +43,8 @@ class DSRLCallback(BaseCallback):
     :param stop_request: when it records a signal, stop after the current step with a checkpoint and no
         final evaluation (``stopped_by`` then names the signal); an evaluation under way is abandoned
         unlogged and runs again first thing after a resume
+    :param on_checkpoint: called with the model's path and the env steps after each checkpoint
+        (e.g. :func:`~dsrl.run_logging.log_checkpoint_artifact`)
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class DSRLCallback(BaseCallback):
         resume: Resume | None = None,
         progress_bar: bool = True,
         stop_request: StopRequest | None = None,
+        on_checkpoint: Callable[[str, int], None] | None = None,
     ):
         super().__init__()
         self.eval_env = eval_env
@@ -82,6 +86,7 @@ class DSRLCallback(BaseCallback):
         self.bar: tqdm | None = None
         self.stop_request = stop_request
         self.stopped_by: signal.Signals | None = None
+        self.on_checkpoint = on_checkpoint
 
     def counters(self) -> dict[str, int]:
         """What a resumed run needs to continue counting, evaluating and saving where this one stopped."""
@@ -153,7 +158,10 @@ class DSRLCallback(BaseCallback):
         return True
 
     def save(self) -> str:
-        return self.checkpointer.save(self.model, self.counters(), self.wandb_run_id)
+        model_path = self.checkpointer.save(self.model, self.counters(), self.wandb_run_id)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(model_path, self.env_steps)
+        return model_path
 
     def _on_training_end(self) -> None:
         if self.stopped_by is None and self.last_eval_step != self.env_steps:

@@ -107,6 +107,20 @@ def make_logger(
     return Logger(run_dir, formats), wandb_run
 
 
+def log_checkpoint_artifact(wandb_run: Any, model_path: str, env_steps: int) -> None:
+    """Log a saved model as a version of the W&B artifact ``model-<run id>`` (type ``model``).
+
+    The version holds the model file (copied to W&B's staging area, so pruning
+    the checkpoint later loses nothing), metadata ``env_steps``, and the aliases
+    ``latest`` and ``env_steps_<N>``; an offline run keeps it for ``wandb sync``.
+    """
+    import wandb
+
+    artifact = wandb.Artifact(f"model-{wandb_run.id}", type="model", metadata={"env_steps": env_steps})
+    artifact.add_file(model_path)
+    wandb_run.log_artifact(artifact, aliases=["latest", f"env_steps_{env_steps}"])
+
+
 WANDB_BLOCK = 32768
 WANDB_HEADER = 7  # b":W&B", a 2-byte magic number and a version byte
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.evaluation import EvaluationStopped, evaluate_base_policy
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.replay_files import load_replay_buffer
-from dsrl.run_logging import ENV_STEPS, make_logger
+from dsrl.run_logging import ENV_STEPS, log_checkpoint_artifact, make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             resume=resume,
             progress_bar=cfg.progress_bar,
             stop_request=stop_request,
+            on_checkpoint=partial(log_checkpoint_artifact, wandb_run) if cfg.wandb.log_checkpoints else None,
         )
         with stop_request:
             if cfg.eval.base_policy_noise_scales and not resume:

@@ -5,6 +5,7 @@ import glob
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,10 +16,11 @@ import pytest
 from conftest import HOPPER_CONFIG, STEERING_CONFIG
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from wandb.proto import wandb_internal_pb2
 
 from dsrl.config import REPO_ROOT, compose_task_config
 from dsrl.interrupts import RunInterrupted
-from dsrl.run_logging import read_wandb_run
+from dsrl.run_logging import read_wandb_run, wandb_records
 from dsrl.training import prepare_renderer, run
 
 QUICK = ["eval.n_episodes=5", "progress_bar=false", "train.utd=2", "train.noise_critic_grad_steps=2"]
@@ -47,8 +49,10 @@ def progress(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_offline_wandb_tensorboard_and_videos_hold_the_metrics(tmp_path):
-    run(steering(tmp_path, "train.total_env_steps=1200", "eval.interval_env_steps=600", "video.every_evals=2"))
+def test_offline_wandb_tensorboard_videos_and_checkpoint_artifacts_hold_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))  # the artifacts' staging copies
+    every_600 = ["eval.interval_env_steps=600", "save_model_interval=600", "wandb.log_checkpoints=true"]
+    run(steering(tmp_path, "train.total_env_steps=1200", "video.every_evals=2", *every_600))
     (wandb_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     config, rows = read_wandb_run(wandb_file)
     logged = set().union(*rows)
@@ -68,6 +72,24 @@ def test_offline_wandb_tensorboard_and_videos_hold_the_metrics(tmp_path):
     frames = imageio.mimread(videos[0])
     assert len(frames) >= 8 and frames[0].shape == (128, 128, 3)
     assert any("eval/video/path" in r for r in rows)
+
+    models = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
+    saved = {int(re.fullmatch(r"model_(\d+)\.zip", os.path.basename(path))[1]): path for path in models}
+    assert len(saved) == 2 and min(saved) >= 600 and max(saved) >= 1200
+    artifacts = []
+    for payload in wandb_records(wandb_file):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        if record.WhichOneof("record_type") == "artifact":
+            artifacts.append(record.artifact)
+    assert {a.name for a in artifacts} == {f"model-{os.path.basename(wandb_file)[4:-6]}"}
+    assert all(a.type == "model" for a in artifacts)
+    versions = {json.loads(a.metadata)["env_steps"]: a for a in artifacts}
+    assert set(versions) == set(saved)
+    for steps, artifact in versions.items():
+        (entry,) = artifact.manifest.contents
+        assert entry.path == f"model_{steps}.zip" and entry.size == os.path.getsize(saved[steps])
+        assert set(artifact.aliases) == {"latest", f"env_steps_{steps}"}
 
 
 def test_no_renderer_warns_once_and_disables_videos(tmp_path, hopper_files, monkeypatch, caplog):
