@@ -95,6 +95,7 @@ def main() -> None:
         "episodes": n,
         "seed": args.seed,
         **({"noise_scale": args.noise_scale} if args.noise_scale is not None else {}),
+        **({"constant_noise": args.constant_noise} if args.constant_noise is not None else {}),
         **({"noise": "sampled" if args.sampled else "mean"} if args.agent else {}),
         "return_mean": result["return_mean"],
         "return_ci95": confidence_interval(result["return_mean"], result["return_std"], n),

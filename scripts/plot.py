@@ -43,7 +43,7 @@ import glob
 import itertools
 import math
 import os
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import yaml
@@ -150,28 +150,28 @@ def config_label(run_dir: str) -> str | None:
     return None
 
 
-def group_runs(run_dirs: list[str], groups: list[str]) -> dict[str, list[str]]:
-    """Curve label -> its run directories, from ``LABEL=GLOB`` rules, or else from the runs' configs.
+def group_paths(paths: list[str], groups: list[str], default_label: Callable[[str], str]) -> dict[str, list[str]]:
+    """Label -> its paths, from ``LABEL=GLOB`` rules (fnmatch), or without rules by ``default_label(path)``.
 
-    :raises ValueError: a malformed rule, a rule matching no run, or a run matching no rule
+    :raises ValueError: a malformed rule, a rule matching no path, or a path matching no rule
     """
-    curves: dict[str, list[str]] = {}
+    labelled: dict[str, list[str]] = {}
     if not groups:
-        for run_dir in run_dirs:
-            curves.setdefault(config_label(run_dir) or run_dir, []).append(run_dir)
-        return curves
+        for path in paths:
+            labelled.setdefault(default_label(path), []).append(path)
+        return labelled
     for rule in groups:
         label, separator, pattern = rule.partition("=")
         if not separator or not label or not pattern:
             raise ValueError(f"--group {rule!r} is not LABEL=GLOB")
-        curves[label] = [run_dir for run_dir in run_dirs if fnmatch.fnmatch(run_dir, pattern)]
-        if not curves[label]:
-            raise ValueError(f"--group {rule!r} matches none of the run directories {run_dirs}")
-    grouped = {run_dir for members in curves.values() for run_dir in members}
-    unmatched = [run_dir for run_dir in run_dirs if run_dir not in grouped]
+        labelled[label] = [path for path in paths if fnmatch.fnmatch(path, pattern)]
+        if not labelled[label]:
+            raise ValueError(f"--group {rule!r} matches none of {paths}")
+    grouped = {path for members in labelled.values() for path in members}
+    unmatched = [path for path in paths if path not in grouped]
     if unmatched:
-        raise ValueError(f"run directories {unmatched} match no --group")
-    return curves
+        raise ValueError(f"{unmatched} match no --group")
+    return labelled
 
 
 def t_interval(values: np.ndarray) -> np.ndarray:
@@ -328,7 +328,8 @@ def main() -> None:
         references = parse_references(args.reference)
         if args.baselines:
             references.update(baseline_references(run_dirs, args.metric))
-        plot(group_runs(run_dirs, args.group), args.metric, args.out, references, show_seeds=args.show_seeds)
+        curves = group_paths(run_dirs, args.group, lambda run_dir: config_label(run_dir) or run_dir)
+        plot(curves, args.metric, args.out, references, show_seeds=args.show_seeds)
     except ValueError as error:
         raise SystemExit(f"plot.py: error: {error}") from error
 

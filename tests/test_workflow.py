@@ -347,6 +347,21 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
             sampled.append(json.load(f))
         assert sampled[-1]["noise"] == "sampled" and "agent (sampled noise): success rate" in out
     assert sampled[0] == sampled[1], "the actor's noise draws are seeded by --seed"
+    jsons = [str(tmp_path / name) for name in ("base.json", "cold.json", "agent.json", "sampled", "again")]
+    summary = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/summarize_evaluations.py"), *jsons],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert summary.returncode == 0, summary.stderr
+    for label, value, spread in [
+        ("base policy, noise x1", base["success_rate"], "(one, no interval)"),
+        ("base policy, noise x0.5", cold["success_rate"], "(one, no interval)"),
+        ("agent, mean noise", agent["success_rate"], "(one, no interval)"),
+        ("agent, sampled noise", sampled[0]["success_rate"], "± 0.0000 (95% t over 2)"),
+    ]:
+        assert f"{label} (dsrl_steering): mean success_rate {value:.4f} {spread}" in summary.stdout
 
     refused = [sys.executable, str(REPO_ROOT / "scripts/evaluate.py"), "--config", STEERING_CONFIG, "--sampled"]
     result = subprocess.run(refused, capture_output=True, text=True, timeout=300)
