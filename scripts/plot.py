@@ -293,11 +293,16 @@ def plot(
     axes.set_ylabel(metric)
     axes.grid(alpha=0.3)
     axes.legend()
+    save_figure(figure, out)
+    return figure
+
+
+def save_figure(figure: Figure, out: str) -> None:
+    """Write ``out``.png and ``out``.svg (making ``out``'s directory), naming each."""
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     for path in (f"{out}.png", f"{out}.svg"):
         figure.savefig(path)
         print(f"wrote {path}")
-    return figure
 
 
 def main() -> None:

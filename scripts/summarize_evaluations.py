@@ -26,7 +26,7 @@ import textwrap
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from plot import REFERENCE_STYLES, group_paths, parse_references, t_interval
+from plot import REFERENCE_STYLES, group_paths, parse_references, save_figure, t_interval
 
 METRICS = ("success_rate", "return_mean")
 
@@ -94,10 +94,7 @@ def scatter(summaries: dict[str, dict], metric: str, out: str, references: dict[
     axes.grid(alpha=0.3, axis="y")
     if references:
         axes.legend()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    for path in (f"{out}.png", f"{out}.svg"):
-        figure.savefig(path)
-        print(f"wrote {path}")
+    save_figure(figure, out)
     return figure
 
 

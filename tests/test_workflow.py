@@ -202,17 +202,22 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, stop_signal
     assert latest(tmp_path)["env_steps"] >= resumed_to
 
 
-def test_a_stop_while_the_base_policy_is_evaluated_ends_the_run_before_training(tmp_path, monkeypatch):
-    import dsrl.evaluation
+def ctrl_c_as_evaluate_is_first_called(monkeypatch, module):
+    """Make ``module.evaluate`` send this process a SIGINT (a terminal's Ctrl-C) on its first call, then evaluate."""
+    evaluate = module.evaluate
 
-    evaluate = dsrl.evaluation.evaluate
-
-    def ctrl_c_as_the_base_policy_evaluation_starts(*args, **kwargs):
-        monkeypatch.setattr(dsrl.evaluation, "evaluate", evaluate)
+    def ctrl_c_then_evaluate(*args, **kwargs):
+        monkeypatch.setattr(module, "evaluate", evaluate)
         os.kill(os.getpid(), signal.SIGINT)
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(dsrl.evaluation, "evaluate", ctrl_c_as_the_base_policy_evaluation_starts)
+    monkeypatch.setattr(module, "evaluate", ctrl_c_then_evaluate)
+
+
+def test_a_stop_while_the_base_policy_is_evaluated_ends_the_run_before_training(tmp_path, monkeypatch):
+    import dsrl.evaluation
+
+    ctrl_c_as_evaluate_is_first_called(monkeypatch, dsrl.evaluation)
     overrides = ["wandb.mode=disabled", "eval.base_policy_noise_scales=[1.0]", "train.total_env_steps=400"]
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(RunInterrupted, match="SIGINT while evaluating the base policy alone, before training") as stop:
@@ -229,14 +234,7 @@ def test_a_stop_while_the_base_policy_is_evaluated_ends_the_run_before_training(
 def test_a_stop_during_an_evaluation_abandons_it_and_the_resumed_run_evaluates_first(tmp_path, monkeypatch):
     import dsrl.callbacks
 
-    evaluate = dsrl.callbacks.evaluate
-
-    def ctrl_c_as_the_first_evaluation_starts(*args, **kwargs):
-        monkeypatch.setattr(dsrl.callbacks, "evaluate", evaluate)
-        os.kill(os.getpid(), signal.SIGINT)
-        return evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(dsrl.callbacks, "evaluate", ctrl_c_as_the_first_evaluation_starts)
+    ctrl_c_as_evaluate_is_first_called(monkeypatch, dsrl.callbacks)
     overrides = ["wandb.mode=disabled", "eval.interval_env_steps=400"]
     with pytest.raises(RunInterrupted, match="stopped by SIGINT at env step"):
         run(steering(tmp_path, *overrides, "train.total_env_steps=100000"))
