@@ -47,6 +47,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import yaml
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
@@ -283,9 +284,8 @@ def plot(
             f"{label}: final {metric} = {finals.mean():.4f} {interval}, {len(seeds)} seed(s), "
             f"last evaluations at env steps {min(last_steps)}-{max(last_steps)}"
         )
-    for (label, value), style in zip((references or {}).items(), itertools.cycle(REFERENCE_STYLES)):
-        axes.axhline(value, linestyle=style, color="0.4", linewidth=1, label=f"{label} ({value:g})")
-        drawn.append(np.array([value]))
+    draw_references(axes, references or {})
+    drawn.extend(np.array([value]) for value in (references or {}).values())
     low, high = min(v.min() for v in drawn), max(v.max() for v in drawn)
     margin = 0.05 * (high - low) or 0.05 * max(abs(high), 1.0)
     axes.set_ylim(low - margin, high + margin)
@@ -295,6 +295,12 @@ def plot(
     axes.legend()
     save_figure(figure, out)
     return figure
+
+
+def draw_references(axes: Axes, references: dict[str, float]) -> None:
+    """Each reference as a grey horizontal line labelled ``LABEL (VALUE)``, in ``REFERENCE_STYLES`` in turn."""
+    for (label, value), style in zip(references.items(), itertools.cycle(REFERENCE_STYLES)):
+        axes.axhline(value, linestyle=style, color="0.4", linewidth=1, label=f"{label} ({value:g})")
 
 
 def save_figure(figure: Figure, out: str) -> None:

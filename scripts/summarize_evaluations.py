@@ -18,7 +18,6 @@ t-interval, ``--reference LABEL=VALUE`` lines in grey.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import textwrap
@@ -26,7 +25,7 @@ import textwrap
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from plot import REFERENCE_STYLES, group_paths, parse_references, save_figure, t_interval
+from plot import draw_references, group_paths, parse_references, save_figure, t_interval
 
 METRICS = ("success_rate", "return_mean")
 
@@ -56,15 +55,16 @@ def evaluation_label(evaluation: dict) -> str:
     return f"{what} ({task})" if task else what
 
 
-def summarize(groups: dict[str, list[str]], metric: str) -> dict[str, dict]:
-    """Per group: its JSONs' values (n,), their own 95% half-widths (n,), the mean and its t half-width."""
+def summarize(groups: dict[str, list[str]], evaluations: dict[str, dict], metric: str) -> dict[str, dict]:
+    """Per group of paths into ``evaluations`` (path -> read JSON): the values (n,), their own 95% half-widths
+    (n,), the mean and its t half-width."""
     summaries = {}
     for label, paths in groups.items():
-        evaluations = [read_evaluation(path, metric) for path in paths]
-        values = np.array([e[metric] for e in evaluations], dtype=float)
-        own = np.array([e.get(f"{metric}_ci95", np.nan) for e in evaluations], dtype=float)
-        summaries[label] = dict(paths=paths, values=values, own_ci95=own, mean=values.mean(), t95=t_interval(values))
-        spread = f"± {t_interval(values):.4f} (95% t over {len(values)})" if len(values) > 1 else "(one, no interval)"
+        values = np.array([evaluations[path][metric] for path in paths], dtype=float)
+        own = np.array([evaluations[path].get(f"{metric}_ci95", np.nan) for path in paths], dtype=float)
+        t95 = t_interval(values)
+        summaries[label] = dict(paths=paths, values=values, own_ci95=own, mean=values.mean(), t95=t95)
+        spread = f"± {t95:.4f} (95% t over {len(values)})" if len(values) > 1 else "(one, no interval)"
         print(f"{label}: mean {metric} {values.mean():.4f} {spread}")
         for path, value, half in zip(paths, values, own):
             print(f"  {value:.4f} ± {half:.4f}  {path}")
@@ -85,8 +85,7 @@ def scatter(summaries: dict[str, dict], metric: str, out: str, references: dict[
         if n > 1:
             low, high = summary["mean"] - summary["t95"], summary["mean"] + summary["t95"]
             axes.fill_between([column - 0.3, column + 0.3], low, high, color="black", alpha=0.1, linewidth=0)
-    for (label, value), style in zip(references.items(), itertools.cycle(REFERENCE_STYLES)):
-        axes.axhline(value, linestyle=style, color="0.4", linewidth=1, label=f"{label} ({value:g})")
+    draw_references(axes, references)
     ticks = [f"{textwrap.fill(label, 18)}\n(n={len(summary['values'])})" for label, summary in summaries.items()]
     axes.set_xticks(range(len(summaries)), ticks, fontsize=8)
     axes.set_xlim(-0.6, len(summaries) - 0.4)
@@ -109,8 +108,9 @@ def main() -> None:
     paths = [os.path.normpath(path) for path in args.jsons]
     try:
         references = parse_references(args.reference)
-        label_of = {path: evaluation_label(read_evaluation(path, args.metric)) for path in paths}
-        summaries = summarize(group_paths(paths, args.group, label_of.__getitem__), args.metric)
+        evaluations = {path: read_evaluation(path, args.metric) for path in paths}
+        groups = group_paths(paths, args.group, lambda path: evaluation_label(evaluations[path]))
+        summaries = summarize(groups, evaluations, args.metric)
         if args.out:
             scatter(summaries, args.metric, args.out, references)
     except ValueError as error:
