@@ -129,13 +129,14 @@ def test_missing_metric_and_non_run_directory_fail_naming_the_path(runs, tmp_pat
 
 def test_references_are_labelled_lines_of_their_own_styles_inside_the_y_range(runs, tmp_path, monkeypatch):
     plot = load_plot_module()
-    references = plot.parse_references(["base policy=-0.5", "a=b=2"])
-    assert references == {"base policy": -0.5, "a=b": 2.0}
+    references = plot.parse_references(["base policy=-0.5", "a=b=2", "mean of 3 runs=0.306667"])
+    assert references == {"base policy": -0.5, "a=b": 2.0, "mean of 3 runs": 0.306667}
     figure = plot.plot({"DSRL-NA": runs}, "eval/success_rate", str(tmp_path / "f"), references)
     axes = figure.axes[0]
     lines = {line.get_label(): line for line in axes.get_lines()}
     assert list(lines["base policy (-0.5)"].get_ydata()) == [-0.5, -0.5]
     assert lines["base policy (-0.5)"].get_linestyle() == "--" and lines["a=b (2)"].get_linestyle() == ":"
+    assert list(lines["mean of 3 runs (0.31)"].get_ydata()) == [0.306667] * 2, "the label rounds, the line does not"
     low, high = axes.get_ylim()
     assert low < -0.5 and high > 2.0, "success rates lie in [0, 1]; the references widen the range"
     for rule in ("base policy", "base=high", "=0.3"):
