@@ -44,7 +44,7 @@ class DSRLCallback(BaseCallback):
         final evaluation (``stopped_by`` then names the signal); an evaluation under way is abandoned
         unlogged and runs again first thing after a resume
     :param on_checkpoint: called with the model's path and the env steps after each checkpoint
-        (e.g. :func:`~dsrl.run_logging.log_checkpoint_artifact`)
+        (e.g. :func:`~dsrl.run_logging.log_file_artifact` of kind ``model``)
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class DSRLCallback(BaseCallback):
         self.next_save = counters.get("next_save", save_interval)
         self.n_evals = counters.get("n_evals", 0)
         self.last_eval: dict[str, float] = {}
-        self.last_eval_step = -1
+        self.last_eval_step = self.last_save_step = -1
         self.show_progress = progress_bar
         self.bar: tqdm | None = None
         self.stop_request = stop_request
@@ -157,15 +157,16 @@ class DSRLCallback(BaseCallback):
         self.record_training_metrics()  # the dump cleared them; SB3 may dump its own stats in this same step
         return True
 
-    def save(self) -> str:
+    def save(self) -> None:
         model_path = self.checkpointer.save(self.model, self.counters(), self.wandb_run_id)
+        self.last_save_step = self.env_steps
         if self.on_checkpoint is not None:
             self.on_checkpoint(model_path, self.env_steps)
-        return model_path
 
     def _on_training_end(self) -> None:
         if self.stopped_by is None and self.last_eval_step != self.env_steps:
             self.run_evaluation()
-        self.save()
+        if self.last_save_step != self.env_steps:  # the last step's interval checkpoint is this one already
+            self.save()
         if self.bar is not None:
             self.bar.close()

@@ -93,8 +93,9 @@ def check_run_config(cfg: DictConfig) -> None:
             raise ValueError(f"eval.base_policy_noise_scales={scales} holds {scale!r}; each must be a number >= 0")
     if cfg.wandb.mode not in WANDB_MODES:
         raise ValueError(f"wandb.mode={cfg.wandb.mode!r} is not one of {WANDB_MODES}")
-    if cfg.wandb.log_checkpoints and cfg.wandb.mode == "disabled":
-        raise ValueError("wandb.log_checkpoints=true logs W&B artifacts, but wandb.mode=disabled (use offline/online)")
+    for key in ("log_checkpoints", "log_videos"):
+        if cfg.wandb[key] and cfg.wandb.mode == "disabled":
+            raise ValueError(f"wandb.{key}=true logs W&B artifacts, but wandb.mode=disabled (use offline/online)")
     if lerobot:
         check_pretrained_dir(user_path(cfg.base_policy.checkpoint))
     for key in ("normalization",) if lerobot else ("checkpoint", "normalization"):

@@ -107,17 +107,18 @@ def make_logger(
     return Logger(run_dir, formats), wandb_run
 
 
-def log_checkpoint_artifact(wandb_run: Any, model_path: str, env_steps: int) -> None:
-    """Log a saved model as a version of the W&B artifact ``model-<run id>`` (type ``model``).
+def log_file_artifact(wandb_run: Any, kind: str, path: str, env_steps: int) -> None:
+    """Log a file the run saved as a version of the W&B artifact ``<kind>-<run id>`` (type ``kind``).
 
-    The version holds the model file (copied to W&B's staging area, so pruning
-    the checkpoint later loses nothing), metadata ``env_steps``, and the aliases
+    ``kind`` is ``model`` for checkpoints, ``video`` for evaluation videos. The
+    version holds the file (copied to W&B's staging area, so pruning the
+    checkpoint later loses nothing), metadata ``env_steps``, and the aliases
     ``latest`` and ``env_steps_<N>``; an offline run keeps it for ``wandb sync``.
     """
     import wandb
 
-    artifact = wandb.Artifact(f"model-{wandb_run.id}", type="model", metadata={"env_steps": env_steps})
-    artifact.add_file(model_path)
+    artifact = wandb.Artifact(f"{kind}-{wandb_run.id}", type=kind, metadata={"env_steps": env_steps})
+    artifact.add_file(path)
     wandb_run.log_artifact(artifact, aliases=["latest", f"env_steps_{env_steps}"])
 
 

@@ -30,7 +30,7 @@ from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.evaluation import EvaluationStopped, evaluate_base_policy
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.replay_files import load_replay_buffer
-from dsrl.run_logging import ENV_STEPS, log_checkpoint_artifact, make_logger
+from dsrl.run_logging import ENV_STEPS, log_file_artifact, make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,8 @@ def make_video(
     venv = make_vec_env(env_cfg, normalizer, base_policy.chunk, base_policy.cond_steps, 1, render=True)
     fps = cfg.video.fps or venv.envs[0].unwrapped.metadata.get("render_fps", 20)
     env = in_agent_spaces(cfg, venv, base_policy)
-    return EvalVideo(env, cfg.video.every_evals, os.path.join(run_dir, "videos"), int(fps), wandb_run)
+    directory = os.path.join(run_dir, "videos")
+    return EvalVideo(env, cfg.video.every_evals, directory, int(fps), wandb_run, artifacts=cfg.wandb.log_videos)
 
 
 def log_base_policy(
@@ -295,7 +296,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             resume=resume,
             progress_bar=cfg.progress_bar,
             stop_request=stop_request,
-            on_checkpoint=partial(log_checkpoint_artifact, wandb_run) if cfg.wandb.log_checkpoints else None,
+            on_checkpoint=partial(log_file_artifact, wandb_run, "model") if cfg.wandb.log_checkpoints else None,
         )
         with stop_request:
             if cfg.eval.base_policy_noise_scales and not resume:

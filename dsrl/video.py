@@ -20,6 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from dsrl.files import write_atomic
+from dsrl.run_logging import log_file_artifact
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,29 @@ class EvalVideo:
     """Every ``every`` evaluations, records one episode of the agent's deterministic actions.
 
     Writes ``<directory>/eval_<env_steps>.mp4`` and logs it to W&B as
-    ``eval/video``. If rendering or encoding fails, logs one warning naming
-    the error and records nothing more.
+    ``eval/video`` (and, with ``artifacts``, as a version of the W&B artifact
+    ``video-<run id>``). If rendering or encoding fails, logs one warning
+    naming the error and records nothing more.
 
     :param env: one env built with ``render=True`` (its infos carry ``frames``), in the model's action space
     :param every: evaluations between videos
     :param directory: where the mp4 files go
     :param fps: frames per second of the video (the simulator's control rate)
     :param wandb_run: W&B run to log to (None: files only)
+    :param artifacts: also log each video as a version of the W&B artifact ``video-<run id>`` (needs ``wandb_run``)
     """
 
-    def __init__(self, env: VecEnv, every: int, directory: str, fps: int, wandb_run: Any = None):
+    def __init__(
+        self, env: VecEnv, every: int, directory: str, fps: int, wandb_run: Any = None, artifacts: bool = False
+    ):
+        if artifacts and wandb_run is None:
+            raise ValueError("video artifacts need a W&B run (wandb_run is None)")
         self.env = env
         self.every = every
         self.directory = directory
         self.fps = fps
         self.wandb_run = wandb_run
+        self.artifacts = artifacts
         self.enabled = True
 
     def record(self, agent: Any) -> np.ndarray:
@@ -106,4 +114,6 @@ class EvalVideo:
             import wandb
 
             self.wandb_run.log({"eval/video": wandb.Video(path, format="mp4"), "train/env_steps": env_steps})
+            if self.artifacts:
+                log_file_artifact(self.wandb_run, "video", path, env_steps)
         return path

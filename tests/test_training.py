@@ -39,6 +39,7 @@ def steering_config(tmp_path, *overrides):
         ("base_policy.checkpoint=missing.pt", "base_policy.checkpoint='missing.pt' does not exist"),
         ("base_policy.normalization={hopper_normalization}", "normalization has obs_min of 11 dims, but .*obs_dim=2"),
         ("wandb.log_checkpoints=true", r"wandb.log_checkpoints=true logs W&B artifacts, but wandb.mode=disabled"),
+        ("wandb.log_videos=true", r"wandb.log_videos=true logs W&B artifacts, but wandb.mode=disabled"),
         ("train.kl_prior_noise_scale=0", r"train.kl_prior_noise_scale=0 must be > 0"),
         (
             "train.kl_prior_noise_scale=0.5",

@@ -49,10 +49,11 @@ def progress(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_offline_wandb_tensorboard_videos_and_checkpoint_artifacts_hold_the_run(tmp_path, monkeypatch):
+def test_offline_wandb_tensorboard_videos_and_checkpoint_and_video_artifacts_hold_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb_data"))  # the artifacts' staging copies
-    every_600 = ["eval.interval_env_steps=600", "save_model_interval=600", "wandb.log_checkpoints=true"]
-    run(steering(tmp_path, "train.total_env_steps=1200", "video.every_evals=2", *every_600))
+    every_600 = ["eval.interval_env_steps=600", "save_model_interval=600"]
+    artifacts_on = ["wandb.log_checkpoints=true", "wandb.log_videos=true"]
+    run(steering(tmp_path, "train.total_env_steps=1200", "video.every_evals=2", *every_600, *artifacts_on))
     (wandb_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     config, rows = read_wandb_run(wandb_file)
     logged = set().union(*rows)
@@ -82,14 +83,19 @@ def test_offline_wandb_tensorboard_videos_and_checkpoint_artifacts_hold_the_run(
         record.ParseFromString(payload)
         if record.WhichOneof("record_type") == "artifact":
             artifacts.append(record.artifact)
-    assert {a.name for a in artifacts} == {f"model-{os.path.basename(wandb_file)[4:-6]}"}
-    assert all(a.type == "model" for a in artifacts)
-    versions = {json.loads(a.metadata)["env_steps"]: a for a in artifacts}
-    assert set(versions) == set(saved)
-    for steps, artifact in versions.items():
+    run_id = os.path.basename(wandb_file)[4:-6]
+    assert {(a.name, a.type) for a in artifacts} == {(f"model-{run_id}", "model"), (f"video-{run_id}", "video")}
+    (video_version,) = [a for a in artifacts if a.type == "video"]
+    video_steps = json.loads(video_version.metadata)["env_steps"]
+    assert videos == [str(tmp_path / "videos" / f"eval_{video_steps}.mp4")], "the artifact holds the one video"
+    files = {os.path.basename(path): path for path in [*saved.values(), *videos]}
+    for artifact in artifacts:
         (entry,) = artifact.manifest.contents
-        assert entry.path == f"model_{steps}.zip" and entry.size == os.path.getsize(saved[steps])
+        steps = json.loads(artifact.metadata)["env_steps"]
+        assert entry.path == os.path.basename(files[entry.path]) and entry.size == os.path.getsize(files[entry.path])
         assert set(artifact.aliases) == {"latest", f"env_steps_{steps}"}
+    model_steps = sorted(json.loads(a.metadata)["env_steps"] for a in artifacts if a.type == "model")
+    assert model_steps == sorted(saved)
 
 
 def test_no_renderer_warns_once_and_disables_videos(tmp_path, hopper_files, monkeypatch, caplog):
