@@ -164,9 +164,10 @@ class DSRLCallback(BaseCallback):
             self.on_checkpoint(model_path, self.env_steps)
 
     def _on_training_end(self) -> None:
-        if self.stopped_by is None and self.last_eval_step != self.env_steps:
+        final_evaluation = self.stopped_by is None and self.last_eval_step != self.env_steps
+        if final_evaluation:
             self.run_evaluation()
-        if self.last_save_step != self.env_steps:  # the last step's interval checkpoint is this one already
+        if final_evaluation or self.last_save_step != self.env_steps:  # else the last step's checkpoint holds it all
             self.save()
         if self.bar is not None:
             self.bar.close()

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
 
+from dsrl.checkpointing import Checkpointer, load_resume
 from dsrl.config import REPO_ROOT, compose_task_config
 from dsrl.interrupts import RunInterrupted
 from dsrl.run_logging import read_wandb_run, wandb_records
@@ -114,6 +115,25 @@ def latest(run_dir):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def test_the_last_checkpoint_is_saved_once_and_holds_the_final_evaluation(tmp_path, monkeypatch):
+    saved = []
+    save = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, *args: saved.append(dict(args[1])) or save(self, *args))
+    every_600 = ["wandb.mode=disabled", "video.every_evals=0", "train.total_env_steps=1200", "save_model_interval=600"]
+
+    run(steering(tmp_path / "aligned", *every_600, "eval.interval_env_steps=600"))
+    (first, last) = saved  # the last step saved (and evaluated) at the interval; the end of training adds nothing
+    assert 600 <= first["env_steps"] < 1200 <= last["env_steps"] and (first["n_evals"], last["n_evals"]) == (1, 2)
+
+    saved.clear()
+    run(steering(tmp_path / "final_evaluation", *every_600, "eval.interval_env_steps=1000"))
+    (first, at_interval, at_end) = saved  # the final evaluation came after the last step's save: saved again
+    assert 600 <= first["env_steps"] < 1200 <= at_interval["env_steps"] == at_end["env_steps"]
+    assert [c["n_evals"] for c in saved] == [0, 1, 2]
+    resume = load_resume(str(tmp_path / "final_evaluation"), steering(tmp_path / "final_evaluation", *every_600))
+    assert resume.counters["n_evals"] == 2
 
 
 def test_resume_after_sigkill_continues_counters_and_curve(tmp_path):
