@@ -190,8 +190,8 @@ def make_video(
     venv = make_vec_env(env_cfg, normalizer, base_policy.chunk, base_policy.cond_steps, 1, render=True)
     fps = cfg.video.fps or venv.envs[0].unwrapped.metadata.get("render_fps", 20)
     env = in_agent_spaces(cfg, venv, base_policy)
-    directory = os.path.join(run_dir, "videos")
-    return EvalVideo(env, cfg.video.every_evals, directory, int(fps), wandb_run, artifacts=cfg.wandb.log_videos)
+    on_video = partial(log_file_artifact, wandb_run, "video") if cfg.wandb.log_videos else None
+    return EvalVideo(env, cfg.video.every_evals, os.path.join(run_dir, "videos"), int(fps), wandb_run, on_video)
 
 
 def log_base_policy(

@@ -12,7 +12,7 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import imageio.v2 as imageio
 import numpy as np
@@ -20,7 +20,6 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from dsrl.files import write_atomic
-from dsrl.run_logging import log_file_artifact
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +47,33 @@ class EvalVideo:
     """Every ``every`` evaluations, records one episode of the agent's deterministic actions.
 
     Writes ``<directory>/eval_<env_steps>.mp4`` and logs it to W&B as
-    ``eval/video`` (and, with ``artifacts``, as a version of the W&B artifact
-    ``video-<run id>``). If rendering or encoding fails, logs one warning
-    naming the error and records nothing more.
+    ``eval/video``. If rendering or encoding fails, logs one warning naming
+    the error and records nothing more.
 
     :param env: one env built with ``render=True`` (its infos carry ``frames``), in the model's action space
     :param every: evaluations between videos
     :param directory: where the mp4 files go
     :param fps: frames per second of the video (the simulator's control rate)
     :param wandb_run: W&B run to log to (None: files only)
-    :param artifacts: also log each video as a version of the W&B artifact ``video-<run id>`` (needs ``wandb_run``)
+    :param on_video: called with the video's path and the env steps after each saved video
+        (e.g. :func:`~dsrl.run_logging.log_file_artifact` of kind ``video``)
     """
 
     def __init__(
-        self, env: VecEnv, every: int, directory: str, fps: int, wandb_run: Any = None, artifacts: bool = False
+        self,
+        env: VecEnv,
+        every: int,
+        directory: str,
+        fps: int,
+        wandb_run: Any = None,
+        on_video: Callable[[str, int], None] | None = None,
     ):
-        if artifacts and wandb_run is None:
-            raise ValueError("video artifacts need a W&B run (wandb_run is None)")
         self.env = env
         self.every = every
         self.directory = directory
         self.fps = fps
         self.wandb_run = wandb_run
-        self.artifacts = artifacts
+        self.on_video = on_video
         self.enabled = True
 
     def record(self, agent: Any) -> np.ndarray:
@@ -114,6 +117,6 @@ class EvalVideo:
             import wandb
 
             self.wandb_run.log({"eval/video": wandb.Video(path, format="mp4"), "train/env_steps": env_steps})
-            if self.artifacts:
-                log_file_artifact(self.wandb_run, "video", path, env_steps)
+        if path and self.on_video is not None:
+            self.on_video(path, env_steps)
         return path

@@ -86,17 +86,17 @@ def test_offline_wandb_tensorboard_videos_and_checkpoint_and_video_artifacts_hol
             artifacts.append(record.artifact)
     run_id = os.path.basename(wandb_file)[4:-6]
     assert {(a.name, a.type) for a in artifacts} == {(f"model-{run_id}", "model"), (f"video-{run_id}", "video")}
-    (video_version,) = [a for a in artifacts if a.type == "video"]
-    video_steps = json.loads(video_version.metadata)["env_steps"]
-    assert videos == [str(tmp_path / "videos" / f"eval_{video_steps}.mp4")], "the artifact holds the one video"
-    files = {os.path.basename(path): path for path in [*saved.values(), *videos]}
+    video_steps = int(re.fullmatch(r"eval_(\d+)\.mp4", os.path.basename(videos[0]))[1])
+    file_of = {("model", steps): path for steps, path in saved.items()} | {("video", video_steps): videos[0]}
+    versions = []
     for artifact in artifacts:
         (entry,) = artifact.manifest.contents
         steps = json.loads(artifact.metadata)["env_steps"]
-        assert entry.path == os.path.basename(files[entry.path]) and entry.size == os.path.getsize(files[entry.path])
+        path = file_of[artifact.type, steps]
+        assert entry.path == os.path.basename(path) and entry.size == os.path.getsize(path)
         assert set(artifact.aliases) == {"latest", f"env_steps_{steps}"}
-    model_steps = sorted(json.loads(a.metadata)["env_steps"] for a in artifacts if a.type == "model")
-    assert model_steps == sorted(saved)
+        versions.append((artifact.type, steps))
+    assert sorted(versions) == sorted(file_of), "one version per checkpoint and per video, none twice"
 
 
 def test_no_renderer_warns_once_and_disables_videos(tmp_path, hopper_files, monkeypatch, caplog):
@@ -121,18 +121,18 @@ def test_the_last_checkpoint_is_saved_once_and_holds_the_final_evaluation(tmp_pa
     saved = []
     save = Checkpointer.save
     monkeypatch.setattr(Checkpointer, "save", lambda self, *args: saved.append(dict(args[1])) or save(self, *args))
-    every_600 = ["wandb.mode=disabled", "video.every_evals=0", "train.total_env_steps=1200", "save_model_interval=600"]
+    short_run = ["wandb.mode=disabled", "video.every_evals=0", "train.total_env_steps=1200", "save_model_interval=600"]
 
-    run(steering(tmp_path / "aligned", *every_600, "eval.interval_env_steps=600"))
+    run(steering(tmp_path / "aligned", *short_run, "eval.interval_env_steps=600"))
     (first, last) = saved  # the last step saved (and evaluated) at the interval; the end of training adds nothing
     assert 600 <= first["env_steps"] < 1200 <= last["env_steps"] and (first["n_evals"], last["n_evals"]) == (1, 2)
 
     saved.clear()
-    run(steering(tmp_path / "final_evaluation", *every_600, "eval.interval_env_steps=1000"))
+    run(steering(tmp_path / "final_evaluation", *short_run, "eval.interval_env_steps=1000"))
     (first, at_interval, at_end) = saved  # the final evaluation came after the last step's save: saved again
     assert 600 <= first["env_steps"] < 1200 <= at_interval["env_steps"] == at_end["env_steps"]
     assert [c["n_evals"] for c in saved] == [0, 1, 2]
-    resume = load_resume(str(tmp_path / "final_evaluation"), steering(tmp_path / "final_evaluation", *every_600))
+    resume = load_resume(str(tmp_path / "final_evaluation"), steering(tmp_path / "final_evaluation", *short_run))
     assert resume.counters["n_evals"] == 2
 
 
