@@ -165,6 +165,16 @@ def test_noise_critic_gap_is_what_q_w_overrates_at_the_actors_noise(steering_pol
     assert model.logger.name_to_value["train/noise_critic_gap"] == pytest.approx(overrate, abs=1e-5)
 
 
+def test_q_value_is_the_mean_of_q_a_over_the_batch_and_the_ensemble(steering_policy):
+    model = make_model(steering_policy, policy_kwargs=dict(net_arch=[8], n_critics=3))
+    model.learn(30)
+    original = model.critic.all_q
+    members = torch.tensor([1.0, 2.0, 6.0]).view(3, 1, 1)
+    model.critic.all_q = lambda obs, actions: 0 * original(obs, actions) + members  # (3, B, 1), mean 3
+    model.train(gradient_steps=2, batch_size=16)
+    assert model.logger.name_to_value["train/q_value"] == pytest.approx(3.0)
+
+
 class MemberIndex(nn.Module):
     """A stand-in critic network whose member i values every input at i: (n, B, in) -> (n, B, 1)."""
 

@@ -34,6 +34,7 @@ TRAIN_METRICS = {
     "train/critic_loss",
     "train/noise_critic_loss",
     "train/noise_critic_gap",
+    "train/q_value",
     "train/entropy",
     "train/actor_loss",
     "train/ent_coef",

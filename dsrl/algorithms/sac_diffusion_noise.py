@@ -296,7 +296,7 @@ class SACDiffusionNoise(SAC):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         means = torch.stack(sac_stats).mean(0).tolist() if sac_stats else []
         regulariser = "kl_to_base_noise" if self.kl_to_base_noise else "entropy"
-        names = ["ent_coef", "actor_loss", "critic_loss", "noise_critic_gap", regulariser, "ent_coef_loss"]
+        names = ["ent_coef", "actor_loss", "critic_loss", "q_value", "noise_critic_gap", regulariser, "ent_coef_loss"]
         for name, value in zip(names, means):
             self.logger.record(f"train/{name}", value)
         if distillation_losses:
@@ -313,8 +313,9 @@ class SACDiffusionNoise(SAC):
         """One gradient step's gradients, computed before any of its optimizer steps.
 
         Returns the gradients of Q_A's parameters, the actor's, and log α's
-        (when learnt), in their optimizers' order, then the stats (5 or 6,):
-        α, actor loss, critic loss, ``noise_critic_gap``, what α weighs (the
+        (when learnt), in their optimizers' order, then the stats (6 or 7,):
+        α, actor loss, critic loss, the mean of Q_A over the batch and the
+        ensemble, ``noise_critic_gap``, what α weighs (the
         batch's mean KL sample with ``kl_to_base_noise``, else the entropy
         estimate −mean log π of the noise scaled to [-1, 1]) [, α loss]. A batch of
         B transitions: obs/next_obs (B, obs_dim), actions (B, chunk_dim),
@@ -342,7 +343,7 @@ class SACDiffusionNoise(SAC):
         actor_loss = (ent_coef * log_prob - combine(self.noise_critic.all_q(obs, noise_pi), how)).mean()
         losses = [(critic_loss, self.critic.optimizer), (actor_loss, self.actor.optimizer)]
         regulariser = log_prob.detach().mean()
-        stats = [ent_coef.reshape(()), actor_loss.detach(), critic_loss.detach(), gap]
+        stats = [ent_coef.reshape(()), actor_loss.detach(), critic_loss.detach(), current_q.detach().mean(), gap]
         stats.append(regulariser if self.kl_to_base_noise else -regulariser)
         if learnt:
             ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
