@@ -62,6 +62,8 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
     if train.critic_backup_combine_type not in ("min", "mean"):
         raise ValueError(f"train.critic_backup_combine_type={train.critic_backup_combine_type!r} is not min or mean")
+    if train.actor_combine_type not in (None, "min", "mean"):
+        raise ValueError(f"train.actor_combine_type={train.actor_combine_type!r} is not null, min or mean")
     if not 0 <= train.target_critics <= train.n_critics:
         n_critics = train.n_critics
         raise ValueError(f"train.target_critics={train.target_critics} must lie in [0, train.n_critics={n_critics}]")
@@ -78,6 +80,11 @@ def check_run_config(cfg: DictConfig) -> None:
     for option, why in DSRL_NA_OPTIONS.items():
         if train[option] and cfg.algorithm != "dsrl_na":
             raise ValueError(f"train.{option}=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, {why}")
+    if train.actor_combine_type == "mean" and cfg.algorithm != "dsrl_na":
+        raise ValueError(
+            f"train.actor_combine_type=mean is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, whose actor "
+            "takes the min over its critics"
+        )
     if not train.kl_prior_noise_scale > 0:
         raise ValueError(f"train.kl_prior_noise_scale={train.kl_prior_noise_scale} must be > 0")
     if train.kl_prior_noise_scale != 1 and not train.kl_to_base_noise:

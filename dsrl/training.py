@@ -124,6 +124,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             action_magnitude=cfg.train.action_magnitude,
             noise_critic_grad_steps=cfg.train.noise_critic_grad_steps,
             critic_backup_combine_type=cfg.train.critic_backup_combine_type,
+            actor_combine_type=cfg.train.actor_combine_type,
             backup_entropy=cfg.train.backup_entropy,
             kl_to_base_noise=cfg.train.kl_to_base_noise,
             kl_prior_noise_scale=cfg.train.kl_prior_noise_scale,

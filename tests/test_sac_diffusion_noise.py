@@ -175,6 +175,23 @@ def test_q_value_is_the_mean_of_q_a_over_the_batch_and_the_ensemble(steering_pol
     assert model.logger.name_to_value["train/q_value"] == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("backup, actor, q_pi", [("min", None, 1.0), ("mean", None, 3.0), ("min", "mean", 3.0)])
+def test_the_actor_combines_the_noise_critics_as_told(steering_policy, backup, actor, q_pi):
+    model = make_model(
+        steering_policy,
+        policy_kwargs=dict(net_arch=[8], n_critics=3),
+        critic_backup_combine_type=backup,
+        actor_combine_type=actor,
+        ent_coef=0.0,
+    )
+    model.learn(30)
+    original = model.noise_critic.all_q
+    members = torch.tensor([1.0, 2.0, 6.0]).view(3, 1, 1)
+    model.noise_critic.all_q = lambda obs, noise: 0 * original(obs, noise) + members  # (3, B, 1): min 1, mean 3
+    model.train(gradient_steps=2, batch_size=16)
+    assert model.logger.name_to_value["train/actor_loss"] == pytest.approx(-q_pi)  # α = 0: the loss is -Q_W
+
+
 class MemberIndex(nn.Module):
     """A stand-in critic network whose member i values every input at i: (n, B, in) -> (n, B, 1)."""
 
@@ -345,6 +362,8 @@ def test_bad_settings_are_named(steering_policy):
         make_model(steering_policy, action_magnitude=0.0)
     with pytest.raises(ValueError, match="critic_backup_combine_type='max'"):
         make_model(steering_policy, critic_backup_combine_type="max")
+    with pytest.raises(ValueError, match="actor_combine_type='max' is not None or one of"):
+        make_model(steering_policy, actor_combine_type="max")
     wrong = build_base_policy(dict(SMALL_POLICY, obs_dim=2, action_dim=3))
     with pytest.raises(ValueError, match=r"env action shape \(8,\) does not match"):
         make_model(wrong)

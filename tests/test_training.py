@@ -41,6 +41,11 @@ def steering_config(tmp_path, *overrides):
         ("wandb.log_checkpoints=true", r"wandb.log_checkpoints=true logs W&B artifacts, but wandb.mode=disabled"),
         ("wandb.log_videos=true", r"wandb.log_videos=true logs W&B artifacts, but wandb.mode=disabled"),
         ("train.kl_prior_noise_scale=0", r"train.kl_prior_noise_scale=0 must be > 0"),
+        ("train.actor_combine_type=max", "train.actor_combine_type='max' is not null, min or mean"),
+        (
+            "algorithm=dsrl_sac train.actor_combine_type=mean",
+            "train.actor_combine_type=mean is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC, whose actor takes the min",
+        ),
         (
             "train.kl_prior_noise_scale=0.5",
             r"train.kl_prior_noise_scale=0.5 scales the prior of train.kl_to_base_noise, which is false",
@@ -55,7 +60,7 @@ def steering_config(tmp_path, *overrides):
 def test_bad_config_fails_before_training_naming_field(tmp_path, hopper_files, override, message):
     override = override.format(hopper_normalization=hopper_files[1])
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        run(steering_config(tmp_path, override))
+        run(steering_config(tmp_path, *override.split()))
     assert not os.path.exists(tmp_path / "progress.csv")
 
 

@@ -79,8 +79,12 @@ class SACDiffusionNoise(SAC):
         (pass it again to :meth:`load`)
     :param action_magnitude: bound of the noise action space
     :param noise_critic_grad_steps: distillation steps of Q_W per ``train`` call
-    :param critic_backup_combine_type: ``min`` or ``mean`` over the critic ensemble,
-        in the TD target and in the actor's objective
+    :param critic_backup_combine_type: ``min`` or ``mean`` over the critic ensemble
+        in the TD target (and in the actor's objective unless ``actor_combine_type``)
+    :param actor_combine_type: ``min`` or ``mean`` over the Q_W ensemble in the
+        actor's objective; None: ``critic_backup_combine_type`` (the authors').
+        REDQ takes the min over a random subset in the target
+        (``policy_kwargs`` ``target_critics``) and the mean here
     :param backup_entropy: subtract the entropy term in the TD target
     :param kl_to_base_noise: the term ``ent_coef`` weighs (actor loss, TD target,
         coefficient loss) becomes a sample of KL(π(·|s) ‖ N(0, I)), the
@@ -123,6 +127,7 @@ class SACDiffusionNoise(SAC):
         action_magnitude: float = 1.5,
         noise_critic_grad_steps: int = 10,
         critic_backup_combine_type: str = "min",
+        actor_combine_type: Optional[str] = None,
         backup_entropy: bool = True,
         kl_to_base_noise: bool = False,
         kl_prior_noise_scale: float = 1.0,
@@ -136,6 +141,8 @@ class SACDiffusionNoise(SAC):
     ):
         if critic_backup_combine_type not in COMBINE_TYPES:
             raise ValueError(f"critic_backup_combine_type={critic_backup_combine_type!r} is not one of {COMBINE_TYPES}")
+        if actor_combine_type not in (None, *COMBINE_TYPES):
+            raise ValueError(f"actor_combine_type={actor_combine_type!r} is not None or one of {COMBINE_TYPES}")
         if action_magnitude <= 0:
             raise ValueError(f"action_magnitude={action_magnitude} must be > 0")
         if kl_prior_noise_scale <= 0:
@@ -147,6 +154,7 @@ class SACDiffusionNoise(SAC):
         self.action_magnitude = float(action_magnitude)
         self.noise_critic_grad_steps = noise_critic_grad_steps
         self.critic_backup_combine_type = critic_backup_combine_type
+        self.actor_combine_type = actor_combine_type
         self.backup_entropy = backup_entropy
         self.kl_to_base_noise = kl_to_base_noise
         self.kl_prior_noise_scale = float(kl_prior_noise_scale)
@@ -340,7 +348,8 @@ class SACDiffusionNoise(SAC):
         critic_loss = (
             0.5 * F.mse_loss(current_q, target_q.expand_as(current_q), reduction="none").mean(dim=(1, 2)).sum()
         )
-        actor_loss = (ent_coef * log_prob - combine(self.noise_critic.all_q(obs, noise_pi), how)).mean()
+        actor_how = self.actor_combine_type or how
+        actor_loss = (ent_coef * log_prob - combine(self.noise_critic.all_q(obs, noise_pi), actor_how)).mean()
         losses = [(critic_loss, self.critic.optimizer), (actor_loss, self.actor.optimizer)]
         regulariser = log_prob.detach().mean()
         stats = [ent_coef.reshape(()), actor_loss.detach(), critic_loss.detach(), current_q.detach().mean(), gap]
