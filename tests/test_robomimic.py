@@ -3,6 +3,7 @@
 import csv
 import glob
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -190,6 +191,32 @@ def test_short_dsrl_run_on_lift(tmp_path):
         rows = list(csv.DictReader(f))
     assert sum(1 for r in rows if r["eval/success_rate"]) == 2
     assert glob.glob(str(tmp_path / "run" / "checkpoints" / "model_*.zip"))
+
+
+RECIPE_RUNS = {
+    "kl_lift": "docs/results/lift/kl_to_base_noise/seed0",
+    "kl_can": "docs/results/can/kl_prior_noise_x0.5_kl_1_nat/seed0",
+}
+
+
+@pytest.mark.parametrize("recipe, run_dir", RECIPE_RUNS.items())
+def test_a_recipe_sets_the_flags_of_its_documented_runs_and_nothing_else(recipe, run_dir):
+    from omegaconf import OmegaConf
+
+    from dsrl.config import check_run_config
+
+    assert sorted(os.listdir(repo_path("dsrl/conf/recipe"))) == sorted(f"{name}.yaml" for name in RECIPE_RUNS)
+    task = repo_path(f"cfg/robomimic/dsrl_{recipe.split('_')[1]}.yaml")
+    plain = compose_task_config(task, ["run_dir=unused"])
+    cfg = compose_task_config(task, ["run_dir=unused", f"+recipe={recipe}"])
+    check_run_config(cfg)
+    changed = {key for key in plain.train if plain.train[key] != cfg.train[key]}
+    assert OmegaConf.masked_copy(plain, ["env", "base_policy", "eval", "algorithm"]) == OmegaConf.masked_copy(
+        cfg, ["env", "base_policy", "eval", "algorithm"]
+    )
+    documented = OmegaConf.load(repo_path(f"{run_dir}/config.yaml")).train
+    documented.setdefault("kl_prior_noise_scale", 1.0)  # runs from before the key had the base policy's own noise
+    assert changed and {key: cfg.train[key] for key in changed} == {key: documented[key] for key in changed}
 
 
 def test_seed_config_takes_the_documented_overrides():
