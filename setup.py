@@ -7,7 +7,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["dsrl", "dsrl.*"]),
-    package_data={"dsrl.conf": ["*.yaml"]},
+    package_data={"dsrl.conf": ["*.yaml", "recipe/*.yaml", "hydra/launcher/*.yaml"]},
     install_requires=[
         "torch>=2.2",
         "numpy>=1.24,<2",  # robomimic 0.3.0 / robosuite 1.4.1 need numpy 1.x
