@@ -140,6 +140,16 @@ def metric_of(run_dir: str, series: Series, metric: str) -> tuple[np.ndarray, np
     return series[metric]
 
 
+def up_to(run_dir: str, steps: np.ndarray, values: np.ndarray, max_steps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluations at or before ``max_steps``; a ValueError naming the run if there are none."""
+    kept = steps <= max_steps
+    if not kept.any():
+        raise ValueError(
+            f"{run_dir!r} has no evaluation at or before --max-steps {max_steps:g} (its first: {steps[0]:g})"
+        )
+    return steps[kept], values[kept]
+
+
 def config_label(run_dir: str) -> str | None:
     """``"<algorithm> <env.name>"`` from the run's config.yaml or .hydra/config.yaml, None without either."""
     for name in ("config.yaml", os.path.join(".hydra", "config.yaml")):
@@ -251,21 +261,23 @@ def plot(
     out: str,
     references: dict[str, float] | None = None,
     show_seeds: bool = False,
+    max_steps: float = np.inf,
 ) -> Figure:
     """Draw each curve's seed mean and 95% band, save ``out``.png and .svg, print each curve's final value.
 
     ``references`` are drawn as grey horizontal lines of ``REFERENCE_STYLES``
     in turn (e.g. the base policy alone); with ``show_seeds`` each seed's whole
-    curve is a thin unlabelled line in its curve's colour. The y axis spans the
-    seeds' own values and the references: a wider band (few seeds) is cut at
-    its edges.
+    curve is a thin unlabelled line in its curve's colour. Only evaluations at
+    or before ``max_steps`` env steps are read (each curve's final value is then
+    its last one there). The y axis spans the seeds' own values and the
+    references: a wider band (few seeds) is cut at its edges.
     """
     figure = Figure(figsize=(6, 4), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     drawn = []
     for label, run_dirs in curves.items():
-        seeds = [metric_of(run_dir, read_run(run_dir), metric) for run_dir in run_dirs]
+        seeds = [up_to(run_dir, *metric_of(run_dir, read_run(run_dir), metric), max_steps) for run_dir in run_dirs]
         grid, values = common_grid(seeds)
         mean = values.mean(axis=0)
         (line,) = axes.plot(grid, mean, label=f"{label} (n={len(seeds)})")
@@ -292,7 +304,7 @@ def plot(
     axes.set_xlabel("environment steps")
     axes.set_ylabel(metric)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize="small", framealpha=0.6)
     save_figure(figure, out)
     return figure
 
@@ -331,6 +343,12 @@ def main() -> None:
     )
     parser.add_argument("--show-seeds", action="store_true", help="also draw each seed's whole curve, thin")
     parser.add_argument(
+        "--max-steps",
+        type=float,
+        default=np.inf,
+        help="read only evaluations at or before this many env steps (runs of different lengths over a common range)",
+    )
+    parser.add_argument(
         "--baselines",
         action="store_true",
         help="also draw, as references, the base policy alone that the runs evaluated before training "
@@ -343,7 +361,7 @@ def main() -> None:
         if args.baselines:
             references.update(baseline_references(run_dirs, args.metric))
         curves = group_paths(run_dirs, args.group, lambda run_dir: config_label(run_dir) or run_dir)
-        plot(curves, args.metric, args.out, references, show_seeds=args.show_seeds)
+        plot(curves, args.metric, args.out, references, show_seeds=args.show_seeds, max_steps=args.max_steps)
     except ValueError as error:
         raise SystemExit(f"plot.py: error: {error}") from error
 

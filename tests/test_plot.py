@@ -175,6 +175,26 @@ def test_show_seeds_draws_each_seeds_whole_curve_past_the_common_range(runs, tmp
     assert [line.get_label() for line in plain.axes[0].get_lines()] == ["DSRL-NA (n=2)"]
 
 
+def test_max_steps_cuts_each_curve_and_its_final_value_there(runs, tmp_path, capsys, monkeypatch):
+    plot = load_plot_module()
+    evaluations = [csv_evaluations(run_dir) for run_dir in runs]
+    cut = evaluations[0][-2][0]  # the second-to-last evaluation of seed 0
+    figure = plot.plot({"DSRL-NA": runs}, "eval/success_rate", str(tmp_path / "f"), show_seeds=True, max_steps=cut)
+    seed_lines = [line for line in figure.axes[0].get_lines() if line.get_label() == "_seed"]
+    for line, run_evaluations in zip(seed_lines, evaluations, strict=True):
+        kept = [(step, value) for step, value in run_evaluations if step <= cut]
+        np.testing.assert_array_equal(line.get_xdata(), [step for step, _ in kept])
+        assert max(line.get_xdata()) <= cut < run_evaluations[-1][0]
+    last = np.mean([[value for step, value in run_evaluations if step <= cut][-1] for run_evaluations in evaluations])
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "final" in line]
+    assert line.startswith(f"DSRL-NA: final eval/success_rate = {last:.4f} ")
+
+    first = min(run_evaluations[0][0] for run_evaluations in evaluations)
+    monkeypatch.setattr(sys, "argv", ["plot.py", *runs, "--out", str(tmp_path / "g"), "--max-steps", str(first - 1)])
+    with pytest.raises(SystemExit, match=r"has no evaluation at or before --max-steps"):
+        plot.main()
+
+
 def test_baselines_are_the_mean_base_policy_the_runs_evaluated_before_training(runs, tmp_path, monkeypatch):
     plot = load_plot_module()
     logged = {
