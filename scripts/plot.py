@@ -6,6 +6,7 @@
     python scripts/plot.py runs/hopper/* --metric eval/return_mean --reference "base policy=469" --out hopper
     python scripts/plot.py runs/lift/* --show-seeds --out lift   # each seed's whole curve too
     python scripts/plot.py runs/can/* --baselines --out can      # with the base policy the runs evaluated
+    python scripts/plot.py runs/can/* --max-steps 30000 --out can_30k   # runs of different lengths, up to 30k
 
 Each RUN_DIR is a directory a run wrote (``train_dsrl.py`` or ``dsrl.training.run``).
 Its metrics are read from ``progress.csv``; a run without one is read from its
