@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from dsrl.algorithms.sac_diffusion_noise import COMBINE_TYPES
 from dsrl.base_policies.lerobot_adapter import check_pretrained_dir
 from dsrl.envs.noise_space import EXPANSIONS
 
@@ -60,9 +61,9 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ValueError(f"train.action_magnitude={train.action_magnitude} must be > 0")
     if not isinstance(train.utd, int) or train.utd < 1:
         raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
-    if train.critic_backup_combine_type not in ("min", "mean"):
+    if train.critic_backup_combine_type not in COMBINE_TYPES:
         raise ValueError(f"train.critic_backup_combine_type={train.critic_backup_combine_type!r} is not min or mean")
-    if train.actor_combine_type not in (None, "min", "mean"):
+    if train.actor_combine_type not in (None, *COMBINE_TYPES):
         raise ValueError(f"train.actor_combine_type={train.actor_combine_type!r} is not null, min or mean")
     if not 0 <= train.target_critics <= train.n_critics:
         n_critics = train.n_critics
