@@ -30,7 +30,7 @@ from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.evaluation import EvaluationStopped, evaluate_base_policy
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.replay_files import load_replay_buffer
-from dsrl.run_logging import ENV_STEPS, log_file_artifact, make_logger
+from dsrl.run_logging import ENV_STEPS, finish_wandb_run, log_file_artifact, make_logger
 from dsrl.video import EvalVideo, find_renderer, renderer_candidates
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         return callback.last_eval
     finally:
         if wandb_run is not None:
-            wandb_run.finish()
+            finish_wandb_run(wandb_run)
         close_envs(env, eval_env, *([video.env] if video else []))
 
 

@@ -79,12 +79,13 @@ def test_offline_wandb_tensorboard_videos_and_checkpoint_and_video_artifacts_hol
     models = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
     saved = {int(re.fullmatch(r"model_(\d+)\.zip", os.path.basename(path))[1]): path for path in models}
     assert len(saved) == 2 and min(saved) >= 600 and max(saved) >= 1200
-    artifacts = []
+    records = []
     for payload in wandb_records(wandb_file):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
-        if record.WhichOneof("record_type") == "artifact":
-            artifacts.append(record.artifact)
+        records.append(record)
+    assert records[-1].WhichOneof("record_type") == "exit", "the run file is complete when the run returns"
+    artifacts = [record.artifact for record in records if record.WhichOneof("record_type") == "artifact"]
     run_id = os.path.basename(wandb_file)[4:-6]
     assert {(a.name, a.type) for a in artifacts} == {(f"model-{run_id}", "model"), (f"video-{run_id}", "video")}
     video_steps = int(re.fullmatch(r"eval_(\d+)\.mp4", os.path.basename(videos[0]))[1])
