@@ -144,8 +144,19 @@ WANDB_HEADER = 7  # b":W&B", a 2-byte magic number and a version byte
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-def wandb_records(path: str) -> Iterator[bytes]:
-    """The serialised records of a W&B ``run-<id>.wandb`` file (a LevelDB-style log of 32 KiB blocks)."""
+def wandb_records(path: str) -> Iterator[Any]:
+    """The records (``wandb_internal_pb2.Record``) of a W&B ``run-<id>.wandb`` file, a LevelDB-style log of 32 KiB
+    blocks; a complete file ends with the ``exit`` record."""
+    from wandb.proto import wandb_internal_pb2
+
+    for payload in wandb_payloads(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        yield record
+
+
+def wandb_payloads(path: str) -> Iterator[bytes]:
+    """The serialised records of a W&B ``run-<id>.wandb`` file, in order."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:4] != b":W&B":
@@ -176,13 +187,9 @@ def read_wandb_run(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
     :param path: e.g. ``<run_dir>/wandb/offline-run-*/run-<id>.wandb``
     """
-    from wandb.proto import wandb_internal_pb2
-
     config: dict[str, Any] = {}
     rows = []
-    for payload in wandb_records(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+    for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             items = record.history.item

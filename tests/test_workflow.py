@@ -16,7 +16,6 @@ import pytest
 from conftest import HOPPER_CONFIG, STEERING_CONFIG
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from wandb.proto import wandb_internal_pb2
 
 from dsrl.checkpointing import Checkpointer, load_resume
 from dsrl.config import REPO_ROOT, compose_task_config
@@ -79,11 +78,7 @@ def test_offline_wandb_tensorboard_videos_and_checkpoint_and_video_artifacts_hol
     models = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
     saved = {int(re.fullmatch(r"model_(\d+)\.zip", os.path.basename(path))[1]): path for path in models}
     assert len(saved) == 2 and min(saved) >= 600 and max(saved) >= 1200
-    records = []
-    for payload in wandb_records(wandb_file):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        records.append(record)
+    records = list(wandb_records(wandb_file))
     assert records[-1].WhichOneof("record_type") == "exit", "the run file is complete when the run returns"
     artifacts = [record.artifact for record in records if record.WhichOneof("record_type") == "artifact"]
     run_id = os.path.basename(wandb_file)[4:-6]
