@@ -94,7 +94,7 @@ def tensorboard_records(run_dir: str) -> list[dict[str, float]]:
     return list(records.values())
 
 
-def wandb_records(paths: list[str]) -> list[dict[str, float]]:
+def wandb_history_records(paths: list[str]) -> list[dict[str, float]]:
     """The numeric entries of the history rows of offline W&B run files, in order."""
     from dsrl.run_logging import read_wandb_run
 
@@ -121,7 +121,7 @@ def read_run(run_dir: str) -> Series:
         return to_series(tensorboard_records(run_dir))
     wandb_files = sorted(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb")))
     if wandb_files:
-        return to_series(wandb_records(wandb_files))
+        return to_series(wandb_history_records(wandb_files))
     raise ValueError(
         f"{run_dir!r} is not a run directory: it has no progress.csv, no events.out.tfevents.* "
         "and no wandb/offline-run-*/run-*.wandb"
