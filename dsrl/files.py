@@ -19,11 +19,16 @@ def write_atomic(path: str, write: Callable[[str], Any]) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: str, value: Any) -> None:
-    """Write ``value`` as indented JSON, atomically."""
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path``, atomically."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(value, f, indent=1)
+            f.write(text)
 
     write_atomic(path, write)
+
+
+def write_json(path: str, value: Any) -> None:
+    """Write ``value`` as indented JSON, atomically."""
+    write_text(path, json.dumps(value, indent=1))

@@ -36,7 +36,7 @@ from dsrl.data.observation_histories import ObservationHistories
 from dsrl.data.trajectories import chunk_pairs, load_dppo
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, evaluate
-from dsrl.files import write_atomic
+from dsrl.files import write_atomic, write_text
 from dsrl.interrupts import RunInterrupted, StopRequest
 from dsrl.pretrain import BehaviourCloning
 from dsrl.settings import first_difference
@@ -156,7 +156,8 @@ def pretrain(cfg: DictConfig) -> None:
                     "(continue with resume=true)",
                 )
     bar.close()
-    torch.save({"epoch": cloning.step, "ema": cloning.ema.state_dict()}, os.path.join(out_dir, "state.pt"))
+    final = {"epoch": cloning.step, "ema": cloning.ema.state_dict()}
+    write_atomic(os.path.join(out_dir, "state.pt"), lambda tmp: torch.save(final, tmp))
     card = {
         "policy": base_cfg,
         "dataset": {"path": cfg.dataset, "steps": len(chunks)},
@@ -166,8 +167,7 @@ def pretrain(cfg: DictConfig) -> None:
         "checkpoints": snapshots,
         "state.pt": f"the ema weights of state_{cfg.train.steps}.pt",
     }
-    with open(os.path.join(out_dir, "card.yaml"), "w") as f:
-        yaml.safe_dump(card, f, sort_keys=False)
+    write_text(os.path.join(out_dir, "card.yaml"), yaml.safe_dump(card, sort_keys=False))
     print(f"wrote {out_dir}")
 
 
