@@ -29,6 +29,6 @@ def write_text(path: str, text: str) -> None:
     write_atomic(path, write)
 
 
-def write_json(path: str, value: Any) -> None:
-    """Write ``value`` as indented JSON, atomically."""
-    write_text(path, json.dumps(value, indent=1))
+def write_json(path: str, value: Any, indent: int = 1) -> None:
+    """Write ``value`` as JSON indented by ``indent`` spaces, atomically."""
+    write_text(path, json.dumps(value, indent=indent))

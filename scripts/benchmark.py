@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import statistics
 import tempfile
 import time
@@ -50,6 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from dsrl.base_policies import build_base_policy
 from dsrl.config import compose_task_config, repo_path
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
+from dsrl.files import write_json
 from dsrl.training import build_agent, run, training_device
 
 CONFIGS = {
@@ -278,8 +278,7 @@ def main() -> None:
         table.add_row(measure, *cells)
     Console().print(table)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report, indent=2)
 
 
 MEASURES = {

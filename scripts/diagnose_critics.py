@@ -38,7 +38,6 @@ table only, with its critic's Q(s, w) of the stored noise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import numpy as np
@@ -52,6 +51,7 @@ from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import load_base_policy
 from dsrl.checkpointing import CONFIG, load_resume
 from dsrl.config import base_policy_config
+from dsrl.files import write_json
 from dsrl.replay_files import load_replay_buffer
 from dsrl.training import agent_policy
 
@@ -242,8 +242,7 @@ def main() -> None:
         table.add_row(kind, *(f"{value:.2f}" for value in values))
     Console().print(table)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json(args.json, summary, indent=2)
 
 
 if __name__ == "__main__":

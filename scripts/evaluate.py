@@ -18,7 +18,6 @@ Prints the success rate and mean return with 95% confidence intervals;
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 
@@ -30,6 +29,7 @@ from dsrl.checkpointing import CONFIG
 from dsrl.config import base_policy_config, compose_task_config, shown_path, user_path
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
+from dsrl.files import write_json
 from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
 
 
@@ -113,8 +113,7 @@ def main() -> None:
         label = f"base_policy (noise x {args.noise_scale:g})"
     print(f"{label}: {line} (95% CI, {n} episodes, seed {args.seed})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_json(args.json, summary, indent=2)
     if args.video and prepare_renderer(env_cfg["suite"]):
         video = make_video(OmegaConf.merge(cfg, {"video": {"every_evals": 1}}), env_cfg, normalizer, policy, ".", None)
         if video.save(agent, args.video):

@@ -46,6 +46,7 @@ import sys
 import numpy as np
 
 from dsrl.envs.pusht import OBS_TYPES as PUSHT_OBS_TYPES
+from dsrl.files import write_json
 
 
 def make_gym(args: argparse.Namespace) -> None:
@@ -69,8 +70,7 @@ def make_gym(args: argparse.Namespace) -> None:
         "dataset_episodes": len(returns),
         "dataset_return_mean": round(float(np.mean(returns)), 1),
     }
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(args.out, "summary.json"), summary, indent=2)
     print(json.dumps(summary, indent=2))
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsrl.files import write_atomic
 from dsrl.npz_files import read_arrays
 
 REQUIRED_ARRAYS = ("obs_min", "obs_max", "action_min", "action_max")
@@ -84,7 +85,7 @@ class Normalizer:
         )
 
     def save(self, path: str) -> None:
-        np.savez(path, **{k: getattr(self, k) for k in REQUIRED_ARRAYS})
+        write_atomic(path, lambda tmp: np.savez(tmp, **{k: getattr(self, k) for k in REQUIRED_ARRAYS}))
 
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         return scale_to_unit(obs, self.obs_min, self.obs_max).astype(np.float32)

@@ -27,6 +27,7 @@ import numpy as np
 
 from dsrl.base_policies.normalization import Normalizer
 from dsrl.data.collection import collect_until_successes
+from dsrl.files import write_atomic
 from dsrl.npz_files import read_arrays
 
 KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
@@ -93,8 +94,7 @@ class Trajectories:
         os.makedirs(directory, exist_ok=True)
         normalizer = normalizer or self.fit_normalizer()
         images = {} if self.images is None else {"images": self.images}
-        np.savez_compressed(
-            os.path.join(directory, "train.npz"),
+        arrays = dict(
             states=normalizer.obs_columns(self.n_pixels).normalize_obs(self.states),
             actions=normalizer.normalize_action(self.actions),
             rewards=self.rewards.astype(np.float32),
@@ -102,6 +102,7 @@ class Trajectories:
             traj_lengths=self.traj_lengths.astype(np.int64),
             **images,
         )
+        write_atomic(os.path.join(directory, "train.npz"), lambda tmp: np.savez_compressed(tmp, **arrays))
         normalizer.save(os.path.join(directory, "normalization.npz"))
         return normalizer
 
