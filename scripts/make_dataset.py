@@ -46,7 +46,7 @@ import sys
 import numpy as np
 
 from dsrl.envs.pusht import OBS_TYPES as PUSHT_OBS_TYPES
-from dsrl.files import write_json
+from dsrl.files import write_text
 
 
 def make_gym(args: argparse.Namespace) -> None:
@@ -70,8 +70,9 @@ def make_gym(args: argparse.Namespace) -> None:
         "dataset_episodes": len(returns),
         "dataset_return_mean": round(float(np.mean(returns)), 1),
     }
-    write_json(os.path.join(args.out, "summary.json"), summary, indent=2)
-    print(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    write_text(os.path.join(args.out, "summary.json"), text)
+    print(text)
 
 
 def work_dir(args: argparse.Namespace) -> str:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.base import NoisePolicy
+from dsrl.base_policies.checkpoint import save_checkpoint
 from dsrl.config import compose_task_config, user_path
 from dsrl.data.observation_histories import ObservationHistories
 from dsrl.data.trajectories import chunk_pairs, load_dppo
@@ -156,8 +157,7 @@ def pretrain(cfg: DictConfig) -> None:
                     "(continue with resume=true)",
                 )
     bar.close()
-    final = {"epoch": cloning.step, "ema": cloning.ema.state_dict()}
-    write_atomic(os.path.join(out_dir, "state.pt"), lambda tmp: torch.save(final, tmp))
+    save_checkpoint(os.path.join(out_dir, "state.pt"), None, cloning.ema, cloning.step)
     card = {
         "policy": base_cfg,
         "dataset": {"path": cfg.dataset, "steps": len(chunks)},

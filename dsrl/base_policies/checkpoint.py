@@ -52,7 +52,11 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     module.load_state_dict(state_dict)
 
 
-def save_checkpoint(path: str, model: nn.Module, ema: nn.Module, epoch: int) -> None:
-    """Write ``{"epoch", "model", "ema"}`` atomically (a temporary file renamed into place)."""
-    state = {"epoch": epoch, "model": model.state_dict(), "ema": ema.state_dict()}
+def save_checkpoint(path: str, model: nn.Module | None, ema: nn.Module, epoch: int) -> None:
+    """Write ``{"epoch", "model", "ema"}`` atomically (a temporary file renamed into place); without ``model``,
+    ``{"epoch", "ema"}``, which loads the same."""
+    state: dict = {"epoch": epoch}
+    if model is not None:
+        state["model"] = model.state_dict()
+    state["ema"] = ema.state_dict()
     write_atomic(path, lambda tmp: torch.save(state, tmp))
