@@ -6,6 +6,7 @@ import json
 import os
 from types import SimpleNamespace
 
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ from dsrl.config import compose_task_config, repo_path
 from dsrl.data.robomimic_experts import CanExpert, LiftExpert, SquareExpert, run_expert_episode
 from dsrl.data.robomimic_hdf5 import read_env_meta, read_low_dim, write_demos
 from dsrl.envs.factory import check_env_config, make_env
-from dsrl.envs.robomimic import LOW_DIM_KEYS, env_meta_path, load_env_meta, make_robomimic_env
+from dsrl.envs.robomimic import LOW_DIM_KEYS, RobomimicLowDimEnv, env_meta_path, load_env_meta, make_robomimic_env
 from dsrl.training import run
 
 IDENTITY = Normalizer(
@@ -38,6 +39,34 @@ def test_low_dim_observation_has_the_listed_keys_in_order(task, dims):
     other, _ = env.reset(seed=1)
     np.testing.assert_allclose(obs, again)
     assert not np.allclose(obs, other), "another seed must place the objects elsewhere"
+
+
+@pytest.mark.parametrize("task, arms", [("can", 1), ("transport", 2)])
+def test_split_step_computes_each_substeps_dynamics_once_and_trajectories_stay_bitwise_the_same(
+    task, arms, monkeypatch
+):
+    """robosuite's step: forward dynamics per substep, again per arm, again in mj_step; ours: mj_step1 + mj_step2."""
+    calls = []
+    for name in ("mj_forward", "mj_step", "mj_step1", "mj_step2"):
+        counted = getattr(mujoco, name)
+        monkeypatch.setattr(mujoco, name, lambda m, d, name=name, f=counted: calls.append(name) or f(m, d))
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 15, 7 * arms))
+    runs = {}
+    for split in (False, True):
+        env = RobomimicLowDimEnv(load_env_meta(env_meta_path(task)), LOW_DIM_KEYS[task], split_dynamics=split)
+        substeps = round(env.env.env.control_timestep / env.env.env.model_timestep)
+        observations, counts = [], []
+        for seed, episode in enumerate(actions):
+            observations.append(env.reset(seed=seed)[0])
+            calls.clear()
+            observations += [env.step(action)[0] for action in episode]
+            counts.append({name: calls.count(name) for name in set(calls)})
+        data = env.env.env.sim.data
+        runs[split] = observations + [env.env.get_state()["states"], data.sensordata, data.qacc], counts
+    np.testing.assert_array_equal(np.concatenate(runs[True][0]), np.concatenate(runs[False][0]))
+    assert runs[True][1] == [{"mj_step1": 15 * substeps, "mj_step2": 15 * substeps}] * 2
+    own = {"mj_forward": 15 * substeps * (1 + arms) - arms, "mj_step": 15 * substeps}
+    assert runs[False][1] == [own] * 2, "each arm's controller forwards again but in an episode's first substep"
 
 
 def test_scripted_lift_success_is_detected_with_offset_reward():
