@@ -4,6 +4,7 @@
     python scripts/benchmark.py --configs can_256 --device cpu --repeats 5 --json out.json
     python scripts/benchmark.py --e2e hopper --e2e-steps 3000   # also a short learn() on real simulators
     python scripts/benchmark.py --configs can train.fused_optimizer=false   # config overrides for every config
+    python scripts/benchmark.py --configs "" --sim can,transport --sim-procs 4   # Robomimic simulators alone
 
 For each config (the task config's base policy with random weights, its
 widths, utd and DDIM steps; replay buffers filled with random transitions):
@@ -22,6 +23,13 @@ envs' noise, over an env that costs nothing), base-policy sampling rates
 at batch 1 and 256, and optionally ``end_to_end_sim_steps_per_s`` of a short
 ``learn()`` (simulator steps, chunk included, 4 subprocess train envs, the
 config's utd) after its warm-up rollouts. Times are medians after warm-up.
+
+``--sim`` times Robomimic tasks' simulators alone, ``--sim-procs`` processes
+side by side (as many as train envs; uniformly random actions, resets not
+timed): ``simulator_steps_per_s`` with the env the project builds,
+``robosuite_steps_per_s`` with robosuite's own step (which repeats forward
+dynamics in each arm's controller), ``simulator_speedup`` their ratio, each
+the median of ``--sim-rounds`` alternating rounds.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -49,6 +58,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from dsrl.base_policies import build_base_policy
 from dsrl.config import compose_task_config, repo_path
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
+from dsrl.envs.robomimic import LOW_DIM_KEYS, MAX_EPISODE_STEPS, RobomimicLowDimEnv, env_meta_path, load_env_meta
 from dsrl.files import write_json
 from dsrl.training import build_agent, run, training_device
 
@@ -241,6 +251,33 @@ def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra
     return float(rows[-1]["train/env_steps_per_s"])
 
 
+def simulator_rate(task: str, split_dynamics: bool, steps: int, seed: int) -> float:
+    """Steps per second of one Robomimic env under uniformly random actions (its episodes' resets not timed)."""
+    env = RobomimicLowDimEnv(load_env_meta(env_meta_path(task)), LOW_DIM_KEYS[task], split_dynamics=split_dynamics)
+    actions = np.random.default_rng(seed).uniform(-1, 1, (steps, *env.action_space.shape))
+    elapsed = 0.0
+    for i, action in enumerate(actions):
+        if i % MAX_EPISODE_STEPS[task] == 0:
+            env.reset(seed=seed + i)
+        start = time.perf_counter()
+        env.step(action)
+        elapsed += time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+def simulators(task: str, procs: int, steps: int, rounds: int, seed: int) -> dict[str, float]:
+    """Summed steps per second of ``procs`` simulators side by side, ours against robosuite's own step."""
+    rates = {True: [], False: []}
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        for _ in range(rounds):
+            for split_dynamics in rates:
+                jobs = [(task, split_dynamics, steps, seed + 1000 * k) for k in range(procs)]
+                rates[split_dynamics].append(sum(pool.starmap(simulator_rate, jobs)))
+    ours, stock = statistics.median(rates[True]), statistics.median(rates[False])
+    return {"simulator_steps_per_s": ours, "robosuite_steps_per_s": stock, "simulator_speedup": ours / stock}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="hopper,can,can_256", help=f"comma-separated, of {list(CONFIGS)}")
@@ -248,6 +285,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (after one warm-up)")
     parser.add_argument("--e2e", default="", help="comma-separated configs for the end-to-end learn() measurement")
     parser.add_argument("--e2e-steps", type=int, default=2000, help="simulator steps timed after the warm-up")
+    parser.add_argument("--sim", default="", help="comma-separated Robomimic tasks whose simulators to time alone")
+    parser.add_argument("--sim-procs", type=int, default=4, help="simulator processes side by side")
+    parser.add_argument("--sim-steps", type=int, default=600, help="timed steps per simulator process and round")
+    parser.add_argument("--sim-rounds", type=int, default=3, help="alternating rounds of ours and robosuite's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument(
@@ -259,6 +300,7 @@ def main() -> None:
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "sim_procs": args.sim_procs,
         "overrides": args.overrides,
         "configs": {},
     }
@@ -267,6 +309,10 @@ def main() -> None:
     for name in filter(None, args.e2e.split(",")):
         report["configs"].setdefault(name, {})["end_to_end_sim_steps_per_s"] = end_to_end(
             name, device, args.e2e_steps, args.seed, args.overrides
+        )
+    for task in filter(None, args.sim.split(",")):
+        report["configs"].setdefault(task, {}).update(
+            simulators(task, args.sim_procs, args.sim_steps, args.sim_rounds, args.seed)
         )
     table = Table(title=f"DSRL speed on {device} ({torch.get_num_threads()} threads)")
     table.add_column("measure")
@@ -290,6 +336,9 @@ MEASURES = {
     "base_policy_samples_per_s_batch_1": "{:,.0f}".format,
     "base_policy_samples_per_s_batch_256": "{:,.0f}".format,
     "end_to_end_sim_steps_per_s": "{:.1f}".format,
+    "simulator_steps_per_s": "{:.1f}".format,
+    "robosuite_steps_per_s": "{:.1f}".format,
+    "simulator_speedup": "{:.2f}x".format,
 }
 
 

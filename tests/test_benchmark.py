@@ -15,6 +15,7 @@ FIELDS = {
     "base_policy_samples_per_s_batch_1",
     "base_policy_samples_per_s_batch_256",
 }
+SIM_FIELDS = {"simulator_steps_per_s", "robosuite_steps_per_s", "simulator_speedup"}
 
 
 def test_benchmark_json_has_every_measure(tmp_path):
@@ -29,3 +30,16 @@ def test_benchmark_json_has_every_measure(tmp_path):
     assert hopper["dsrl_na_over_floor"] == hopper["dsrl_na_update_s"] / hopper["floor_update_s"]
     assert all(hopper[k] > 0 for k in FIELDS - {"dsrl_sac_wrapper_overhead_s_per_env_step"})
     assert "dsrl_na_update_s" in result.stdout and "floor_update_s" in result.stdout
+
+
+def test_benchmark_times_robomimic_simulators_against_robosuites_own_step(tmp_path):
+    out = tmp_path / "sim.json"
+    command = [sys.executable, str(REPO_ROOT / "scripts/benchmark.py"), "--configs", "", "--sim", "lift"]
+    command += ["--sim-procs", "1", "--sim-steps", "20", "--sim-rounds", "1", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    lift = report["configs"]["lift"]
+    assert report["sim_procs"] == 1 and set(lift) == SIM_FIELDS
+    assert lift["simulator_speedup"] == lift["simulator_steps_per_s"] / lift["robosuite_steps_per_s"]
+    assert all(lift[k] > 0 for k in SIM_FIELDS) and "simulator_speedup" in result.stdout
