@@ -18,6 +18,7 @@ AGENT_OBS = ("raw", "policy_embedding")
 DSRL_NA_OPTIONS = {  # train.<option> only DSRL-NA has, and why SB3's SAC (dsrl_sac) cannot honour it
     "overlap_env_steps": "which steps its envs",
     "kl_to_base_noise": "whose entropy term it cannot change",
+    "torch_compile": "whose gradient steps it runs as they are",
 }
 
 

@@ -130,6 +130,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             kl_prior_noise_scale=cfg.train.kl_prior_noise_scale,
             precompute_distillation=cfg.train.precompute_distillation,
             cuda_graphs=cfg.train.cuda_graphs,
+            torch_compile=cfg.train.torch_compile,
             overlap_env_steps=cfg.train.overlap_env_steps,
             noise_action_dim=cfg.train.noise_action_dim,
             noise_expansion=cfg.train.noise_expansion,
@@ -151,6 +152,7 @@ def load_model(cfg: DictConfig, path: str, env: VecEnv, base_policy: NoisePolicy
             device=device,
             base_policy=agent_policy(cfg, base_policy),
             cuda_graphs=cfg.train.cuda_graphs,
+            torch_compile=cfg.train.torch_compile,
             overlap_env_steps=cfg.train.overlap_env_steps,
         )
     return SAC.load(path, env=in_agent_spaces(cfg, env, base_policy), device=device)

@@ -4,6 +4,7 @@
     python scripts/benchmark.py --configs can_256 --device cpu --repeats 5 --json out.json
     python scripts/benchmark.py --e2e hopper --e2e-steps 3000   # also a short learn() on real simulators
     python scripts/benchmark.py --configs can train.fused_optimizer=false   # config overrides for every config
+    python scripts/benchmark.py --configs can --compiled   # also the update compiled (train.torch_compile=true)
     python scripts/benchmark.py --configs "" --sim can,transport --sim-procs 4   # Robomimic simulators alone
 
 For each config (the task config's base policy with random weights, its
@@ -17,6 +18,9 @@ widths, utd and DDIM steps; replay buffers filled with random transitions):
   held to;
 - ``sb3_sac_update_s``: SB3's own ``SAC.train(gradient_steps=utd)`` with
   MlpPolicy at the same widths and dimensions, for orientation.
+- with ``--compiled``, ``dsrl_na_compiled_update_s``: the same update of a
+  second agent with ``train.torch_compile=true`` (its first call, which
+  compiles, is the warm-up), and ``dsrl_na_compiled_over_floor``.
 
 Besides: the DSRL-SAC wrapper's overhead per environment step (denoising 4
 envs' noise, over an env that costs nothing), base-policy sampling rates
@@ -168,7 +172,18 @@ def floor_update(model, cfg: DictConfig, device: torch.device) -> Callable[[], N
     return update
 
 
-def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, extra: list[str]) -> dict[str, float]:
+def dsrl_na_agent(cfg: DictConfig, env, base, device: torch.device, rng: np.random.Generator, **train):
+    """The config's DSRL-NA agent (``train`` settings overridden), its buffer filled with random transitions."""
+    cfg = OmegaConf.merge(cfg, {"train": {"buffer_size": BUFFER_ROWS + 1, **train}})
+    model = build_agent(cfg, env, base, device)
+    model.set_logger(Logger(None, []))
+    fill_buffer(model.replay_buffer, rng)
+    return model
+
+
+def benchmark_config(
+    name: str, device: torch.device, repeats: int, seed: int, extra: list[str], compiled: bool = False
+) -> dict[str, float]:
     path, overrides = CONFIGS[name]
     cfg = compose_task_config(repo_path(path), ["run_dir=unused", f"device={device}", *overrides, *extra])
     training_device(cfg)  # TF32 on CUDA as in a run (cfg.tf32)
@@ -177,9 +192,7 @@ def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, e
     chunk_dim = base.chunk * base.action_dim
     env = DummyVecEnv([lambda: ShapeOnlyEnv(base.cond_dim, chunk_dim)])
     rng = np.random.default_rng(seed)
-    model = build_agent(OmegaConf.merge(cfg, {"train": {"buffer_size": BUFFER_ROWS + 1}}), env, base, device)
-    model.set_logger(Logger(None, []))
-    fill_buffer(model.replay_buffer, rng)
+    model = dsrl_na_agent(cfg, env, base, device, rng)
     batch, utd = cfg.train.batch_size, cfg.train.utd
     sac = SAC(
         "MlpPolicy",
@@ -201,6 +214,10 @@ def benchmark_config(name: str, device: torch.device, repeats: int, seed: int, e
         "sb3_sac_update_s": median_seconds(lambda: sac.train(utd, batch), repeats, device),
     }
     result["dsrl_na_over_floor"] = result["dsrl_na_update_s"] / result["floor_update_s"]
+    if compiled:
+        model = dsrl_na_agent(cfg, env, base, device, rng, torch_compile=True)
+        result["dsrl_na_compiled_update_s"] = median_seconds(lambda: model.train(utd, batch), repeats, device)
+        result["dsrl_na_compiled_over_floor"] = result["dsrl_na_compiled_update_s"] / result["floor_update_s"]
     for n in (1, 256):
         seconds = median_seconds(lambda: base(obs[n], noise[n]), max(repeats, 20), device, warmup=3)
         result[f"base_policy_samples_per_s_batch_{n}"] = n / seconds
@@ -283,6 +300,7 @@ def main() -> None:
     parser.add_argument("--configs", default="hopper,can,can_256", help=f"comma-separated, of {list(CONFIGS)}")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (after one warm-up)")
+    parser.add_argument("--compiled", action="store_true", help="also time the update with train.torch_compile=true")
     parser.add_argument("--e2e", default="", help="comma-separated configs for the end-to-end learn() measurement")
     parser.add_argument("--e2e-steps", type=int, default=2000, help="simulator steps timed after the warm-up")
     parser.add_argument("--sim", default="", help="comma-separated Robomimic tasks whose simulators to time alone")
@@ -305,7 +323,7 @@ def main() -> None:
         "configs": {},
     }
     for name in filter(None, args.configs.split(",")):
-        report["configs"][name] = benchmark_config(name, device, args.repeats, args.seed, args.overrides)
+        report["configs"][name] = benchmark_config(name, device, args.repeats, args.seed, args.overrides, args.compiled)
     for name in filter(None, args.e2e.split(",")):
         report["configs"].setdefault(name, {})["end_to_end_sim_steps_per_s"] = end_to_end(
             name, device, args.e2e_steps, args.seed, args.overrides
@@ -331,6 +349,8 @@ MEASURES = {
     "dsrl_na_update_s": "{:.4f}".format,
     "floor_update_s": "{:.4f}".format,
     "dsrl_na_over_floor": "{:.2f}x".format,
+    "dsrl_na_compiled_update_s": "{:.4f}".format,
+    "dsrl_na_compiled_over_floor": "{:.2f}x".format,
     "sb3_sac_update_s": "{:.4f}".format,
     "dsrl_sac_wrapper_overhead_s_per_env_step": "{:.2e}".format,
     "base_policy_samples_per_s_batch_1": "{:,.0f}".format,

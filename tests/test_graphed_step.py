@@ -5,6 +5,7 @@ import torch
 from conftest import SMALL_POLICY
 from test_sac_diffusion_noise import make_model
 from torch import nn
+from torch._inductor import config as inductor_config
 
 from dsrl.algorithms.graphed_step import GraphedStep
 from dsrl.algorithms.sac_diffusion_noise import batches
@@ -35,13 +36,22 @@ def test_graphed_step_replays_the_function_on_new_inputs():
         graphed(torch.randn(8, 5, device="cuda"))
 
 
+@pytest.mark.parametrize("torch_compile", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("precompute", [False, True], ids=["fresh_noise", "pairs"])
-def test_graphed_dsrl_na_gradients_equal_eager_ones(precompute):
+def test_graphed_dsrl_na_gradients_equal_eager_ones(precompute, torch_compile):
     torch.manual_seed(0)
     policy = build_base_policy(dict(SMALL_POLICY, obs_dim=2)).freeze().cuda()
-    model = make_model(policy, device="cuda", cuda_graphs=True, precompute_distillation=precompute, buffer_size=200)
-    model.learn(60)  # 20 train calls of 2 gradient steps: both graphs are captured and replayed
-    sac_graph, distillation_graph = model._graphed
+    model = make_model(
+        policy,
+        device="cuda",
+        cuda_graphs=True,
+        torch_compile=torch_compile,
+        precompute_distillation=precompute,
+        buffer_size=200,
+    )
+    with inductor_config.patch(fallback_random=True):  # compiled random draws are then eager's
+        model.learn(60)  # 20 train calls of 2 gradient steps: both graphs are captured and replayed
+    sac_graph, distillation_graph = model._gradient_steps
     assert sac_graph.graph is not None and distillation_graph.graph is not None
     batch = model.replay_buffer.sample(32)[:5]
     pair_batch = next(batches(model._distillation_data(32), 1, 32))

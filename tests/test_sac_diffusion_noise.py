@@ -9,7 +9,7 @@ from conftest import SMALL_POLICY
 from torch import nn
 
 from dsrl.algorithms.networks import EnsembleCritic
-from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
+from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, batches, combine
 from dsrl.base_policies import Normalizer, PolicyEmbeddingView, build_base_policy
 from dsrl.base_policies.lerobot_adapter import LeRobotDiffusionAdapter
 from dsrl.envs.factory import make_vec_env
@@ -402,7 +402,35 @@ def test_cuda_graphs_refuse_a_base_policy_that_cannot_be_captured(steering_polic
         model._setup_model()
     model.device = torch.device("cpu")  # no effect on a CPU
     model._setup_model()
-    assert model._graphed is None
+    assert model.gradient_steps_to_run() == (model._sac_gradients, model._distillation_gradients)
+
+
+@pytest.mark.parametrize("precompute", [False, True], ids=["fresh_noise", "pairs"])
+def test_compiled_gradient_steps_compute_the_eager_gradients(steering_policy, precompute):
+    """With inductor's random draws made eager's (fallback_random), the compiled steps give the eager gradients."""
+    from torch._dynamo.utils import counters
+    from torch._inductor import config as inductor_config
+
+    with inductor_config.patch(fallback_random=True):
+        model = make_model(steering_policy, torch_compile=True, precompute_distillation=precompute, buffer_size=200)
+        compiled_before = counters["stats"]["unique_graphs"]
+        model.learn(60)  # 20 train calls of 2 gradient steps and 3 distillation steps
+        assert counters["stats"]["unique_graphs"] > compiled_before, "the gradient steps were compiled"
+        sac_step, distillation_step = model._gradient_steps
+        assert sac_step != model._sac_gradients and distillation_step != model._distillation_gradients
+        batch = model.replay_buffer.sample(32)[:5]
+        pair_batch = next(batches(model._distillation_data(32), 1, 32))
+        for compiled_step, eager, inputs in (
+            (sac_step, model._sac_gradients, batch),
+            (distillation_step, model._distillation_gradients, pair_batch),
+        ):
+            torch.manual_seed(5)
+            got = compiled_step(*inputs)
+            torch.manual_seed(5)
+            expected = eager(*inputs)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_ensemble_critic_equals_separate_critics():

@@ -64,7 +64,7 @@ def test_bad_config_fails_before_training_naming_field(tmp_path, hopper_files, o
     assert not os.path.exists(tmp_path / "progress.csv")
 
 
-@pytest.mark.parametrize("option", ["overlap_env_steps", "kl_to_base_noise"])
+@pytest.mark.parametrize("option", ["overlap_env_steps", "kl_to_base_noise", "torch_compile"])
 def test_dsrl_na_options_are_refused_for_dsrl_sac(tmp_path, option):
     with pytest.raises(ValueError, match=f"train.{option}=true is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC"):
         run(steering_config(tmp_path, "algorithm=dsrl_sac", f"train.{option}=true"))
@@ -137,18 +137,19 @@ def test_base_policy_alone_is_evaluated_once_before_training_on_the_agents_episo
 
 
 @pytest.mark.parametrize(
-    "algorithm, precompute, noise_action_dim, overlap",
+    "algorithm, precompute, noise_action_dim, overlap, torch_compile",
     [
-        ("dsrl_na", False, 0, False),
-        ("dsrl_na", True, 0, False),
-        ("dsrl_na", False, 0, True),
-        ("dsrl_sac", False, 0, False),
-        ("dsrl_na", False, 2, False),
-        ("dsrl_sac", False, 2, False),
+        ("dsrl_na", False, 0, False, False),
+        ("dsrl_na", True, 0, False, False),
+        ("dsrl_na", False, 0, True, False),
+        ("dsrl_na", True, 0, True, True),
+        ("dsrl_sac", False, 0, False, False),
+        ("dsrl_na", False, 2, False, False),
+        ("dsrl_sac", False, 2, False, False),
     ],
-    ids=["na", "na_pairs", "na_overlap", "sac", "na_low_dim", "sac_low_dim"],
+    ids=["na", "na_pairs", "na_overlap", "na_every_speed_option", "sac", "na_low_dim", "sac_low_dim"],
 )
-def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim, overlap):
+def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim, overlap, torch_compile):
     torch.manual_seed(0)
     cfg = steering_config(
         tmp_path,
@@ -156,6 +157,7 @@ def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_ac
         f"train.precompute_distillation={precompute}",
         f"train.noise_action_dim={noise_action_dim}",
         f"train.overlap_env_steps={overlap}",
+        f"train.torch_compile={torch_compile}",
         "train.total_env_steps=4500",
         "eval.interval_env_steps=0",
         "eval.n_episodes=100",
