@@ -29,11 +29,13 @@ at batch 1 and 256, and optionally ``end_to_end_sim_steps_per_s`` of a short
 config's utd) after its warm-up rollouts. Times are medians after warm-up.
 
 ``--sim`` times Robomimic tasks' simulators alone, ``--sim-procs`` processes
-side by side (as many as train envs; uniformly random actions, resets not
-timed): ``simulator_steps_per_s`` with the env the project builds,
+side by side (as many as train envs; uniformly random actions, an episode
+reset every task's time limit, timed as in training):
+``simulator_steps_per_s`` with the env the project builds,
 ``robosuite_steps_per_s`` with robosuite's own step (which repeats forward
-dynamics in each arm's controller), ``simulator_speedup`` their ratio, each
-the median of ``--sim-rounds`` alternating rounds.
+dynamics in each arm's controller) and reset (which rebuilds the MuJoCo
+model), ``simulator_speedup`` their ratio, each the median of
+``--sim-rounds`` alternating rounds.
 """
 
 from __future__ import annotations
@@ -268,29 +270,31 @@ def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra
     return float(rows[-1]["train/env_steps_per_s"])
 
 
-def simulator_rate(task: str, split_dynamics: bool, steps: int, seed: int) -> float:
-    """Steps per second of one Robomimic env under uniformly random actions (its episodes' resets not timed)."""
-    env = RobomimicLowDimEnv(load_env_meta(env_meta_path(task)), LOW_DIM_KEYS[task], split_dynamics=split_dynamics)
+def simulator_rate(task: str, project_env: bool, steps: int, seed: int) -> float:
+    """Steps per second of one Robomimic env under uniformly random actions, its episodes' resets included: the
+    project's env (split step, fast reset) or robosuite's own step and reset."""
+    env = RobomimicLowDimEnv(
+        load_env_meta(env_meta_path(task)), LOW_DIM_KEYS[task], split_dynamics=project_env, fast_reset=project_env
+    )
     actions = np.random.default_rng(seed).uniform(-1, 1, (steps, *env.action_space.shape))
-    elapsed = 0.0
+    start = time.perf_counter()
     for i, action in enumerate(actions):
         if i % MAX_EPISODE_STEPS[task] == 0:
             env.reset(seed=seed + i)
-        start = time.perf_counter()
         env.step(action)
-        elapsed += time.perf_counter() - start
+    elapsed = time.perf_counter() - start
     env.close()
     return steps / elapsed
 
 
 def simulators(task: str, procs: int, steps: int, rounds: int, seed: int) -> dict[str, float]:
-    """Summed steps per second of ``procs`` simulators side by side, ours against robosuite's own step."""
+    """Summed steps per second of ``procs`` simulators side by side, ours against robosuite's own step and reset."""
     rates = {True: [], False: []}
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         for _ in range(rounds):
-            for split_dynamics in rates:
-                jobs = [(task, split_dynamics, steps, seed + 1000 * k) for k in range(procs)]
-                rates[split_dynamics].append(sum(pool.starmap(simulator_rate, jobs)))
+            for project_env in rates:
+                jobs = [(task, project_env, steps, seed + 1000 * k) for k in range(procs)]
+                rates[project_env].append(sum(pool.starmap(simulator_rate, jobs)))
     ours, stock = statistics.median(rates[True]), statistics.median(rates[False])
     return {"simulator_steps_per_s": ours, "robosuite_steps_per_s": stock, "simulator_speedup": ours / stock}
 

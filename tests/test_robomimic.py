@@ -69,6 +69,36 @@ def test_split_step_computes_each_substeps_dynamics_once_and_trajectories_stay_b
     assert runs[False][1] == [own] * 2, "each arm's controller forwards again but in an episode's first substep"
 
 
+@pytest.mark.parametrize("task", ["can", "square"])
+def test_fast_reset_keeps_the_model_and_episodes_stay_bitwise_the_same(task):
+    """robosuite rebuilds the model at each reset (hard_reset); these tasks' rebuilds are all the same."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 10, 7))
+    runs = {}
+    for fast in (False, True):
+        env = RobomimicLowDimEnv(load_env_meta(env_meta_path(task)), LOW_DIM_KEYS[task], fast_reset=fast)
+        model = env.env.env.sim.model
+        states = []
+        for seed, episode in enumerate(actions):
+            states += [env.reset(seed=seed)[0], env.env.get_state()["states"]]
+            for action in episode:
+                states += [env.step(action)[0], env.env.get_state()["states"]]
+        assert (env.env.env.sim.model is model) == fast, "a fast reset keeps the model, robosuite's rebuilds it"
+        runs[fast] = np.concatenate(states)
+    np.testing.assert_array_equal(runs[True], runs[False])
+
+
+@pytest.mark.parametrize("task", ["lift", "transport"])
+def test_tasks_that_draw_random_numbers_while_building_their_model_rebuild_it_at_every_reset(task):
+    """Lift's cube size (and Transport's draws) come with the model: keeping it would change the episodes."""
+    env = RobomimicLowDimEnv(load_env_meta(env_meta_path(task)), LOW_DIM_KEYS[task])
+    assert env.env.env.hard_reset
+    np.random.seed(0)
+    first_draw = np.random.random()
+    np.random.seed(0)
+    env.env.env._load_model()
+    assert np.random.random() != first_draw
+
+
 def test_scripted_lift_success_is_detected_with_offset_reward():
     cfg = dict(suite="robomimic", name="lift", max_episode_steps=300, reward_offset=1.0, kwargs={})
     env = make_env(cfg, IDENTITY, chunk=1, cond_steps=1)
