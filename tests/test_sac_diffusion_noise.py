@@ -405,14 +405,28 @@ def test_cuda_graphs_refuse_a_base_policy_that_cannot_be_captured(steering_polic
     assert model.gradient_steps_to_run() == (model._sac_gradients, model._distillation_gradients)
 
 
-@pytest.mark.parametrize("precompute", [False, True], ids=["fresh_noise", "pairs"])
-def test_compiled_gradient_steps_compute_the_eager_gradients(steering_policy, precompute):
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"precompute_distillation": True},
+        {
+            "policy_kwargs": dict(net_arch=[32, 32], n_critics=3, target_critics=2),
+            "actor_combine_type": "mean",
+            "kl_to_base_noise": True,
+            "kl_prior_noise_scale": 0.5,
+            "noise_action_dim": 2,
+        },
+    ],
+    ids=["fresh_noise", "pairs", "redq_kl_low_dim"],
+)
+def test_compiled_gradient_steps_compute_the_eager_gradients(steering_policy, settings):
     """With inductor's random draws made eager's (fallback_random), the compiled steps give the eager gradients."""
     from torch._dynamo.utils import counters
     from torch._inductor import config as inductor_config
 
     with inductor_config.patch(fallback_random=True):
-        model = make_model(steering_policy, torch_compile=True, precompute_distillation=precompute, buffer_size=200)
+        model = make_model(steering_policy, torch_compile=True, buffer_size=200, **settings)
         compiled_before = counters["stats"]["unique_graphs"]
         model.learn(60)  # 20 train calls of 2 gradient steps and 3 distillation steps
         assert counters["stats"]["unique_graphs"] > compiled_before, "the gradient steps were compiled"
