@@ -29,14 +29,16 @@ listing the distributions, their versions and where each came from.
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib.metadata as metadata
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+
+from dsrl.files import write_json
 
 GROUPS = {
     "core": [
@@ -126,8 +128,11 @@ def strip_robosuite(site: str) -> None:
 
 
 def pack(site: str, out: str, name: str, part_mib: int) -> list[str]:
-    """``tar cJ`` the folder's contents and split the archive into parts; returns the parts' paths."""
+    """``tar cJ`` the folder's contents and split the archive into parts, replacing an earlier packing's (whose extra
+    parts ``cat <name>.tar.xz.part*`` would otherwise append); returns the parts' paths."""
     archive = os.path.join(out, f"{name}.tar.xz")
+    for stale in glob.glob(f"{glob.escape(archive)}.part*"):
+        os.remove(stale)
     subprocess.run(["tar", "-I", "xz -T0 -6", "-cf", archive, "-C", site, "."], check=True)
     parts, size = [], part_mib * 2**20
     with open(archive, "rb") as f:
@@ -177,8 +182,7 @@ def main() -> None:
         if "robosuite" in names:
             strip_robosuite(site)
         manifest["parts"] = [os.path.basename(p) for p in pack(site, args.out, name, args.part_mib)]
-    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
+    write_json(os.path.join(args.out, f"{name}.json"), manifest)
     print(f"{args.out}: {', '.join(manifest['parts'])}")
 
 

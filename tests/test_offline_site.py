@@ -13,6 +13,8 @@ OFFLINE_SITE = str(REPO_ROOT / "scripts" / "offline_site.py")
 
 def test_packed_distributions_import_from_the_unpacked_folder_with_their_versions(tmp_path):
     out, site = tmp_path / "out", tmp_path / "site"
+    out.mkdir()
+    (out / "custom.tar.xz.part09").write_bytes(b"an earlier packing's last part")
     command = [sys.executable, OFFLINE_SITE, "--out", str(out), "--dist", "cloudpickle", "--dist", "tqdm"]
     subprocess.run(command + ["--part-mib", "1"], check=True, capture_output=True)
     manifest = json.loads((out / "custom.json").read_text())
