@@ -3,12 +3,11 @@
 import pytest
 import torch
 from conftest import SMALL_POLICY
-from test_sac_diffusion_noise import make_model
+from test_sac_diffusion_noise import assert_gradient_steps_give_the_eager_gradients, make_model
 from torch import nn
 from torch._inductor import config as inductor_config
 
 from dsrl.algorithms.graphed_step import GraphedStep
-from dsrl.algorithms.sac_diffusion_noise import batches
 from dsrl.base_policies import build_base_policy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -53,16 +52,4 @@ def test_graphed_dsrl_na_gradients_equal_eager_ones(precompute, torch_compile):
         model.learn(60)  # 20 train calls of 2 gradient steps: both graphs are captured and replayed
     sac_graph, distillation_graph = model._gradient_steps
     assert sac_graph.graph is not None and distillation_graph.graph is not None
-    batch = model.replay_buffer.sample(32)[:5]
-    pair_batch = next(batches(model._distillation_data(32), 1, 32))
-    for graphed, eager, inputs in (
-        (sac_graph, model._sac_gradients, batch),
-        (distillation_graph, model._distillation_gradients, pair_batch),
-    ):
-        torch.cuda.manual_seed(5)
-        got = [t.clone() for t in graphed(*inputs)]
-        torch.cuda.manual_seed(5)
-        expected = eager(*inputs)
-        assert len(got) == len(expected)
-        for a, b in zip(got, expected):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_gradient_steps_give_the_eager_gradients(model)
