@@ -435,6 +435,18 @@ def test_compiled_gradient_steps_compute_the_eager_gradients(steering_policy, se
         assert_gradient_steps_give_the_eager_gradients(model)
 
 
+def test_torch_compile_without_a_working_compiler_fails_at_set_up_naming_the_setting(steering_policy):
+    """A machine whose C++ compiler is missing is told so when the agent is built, not at its first update."""
+    import torch._dynamo
+    from torch._inductor import config as inductor_config
+
+    torch._dynamo.reset()
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++"), "fx_graph_cache": False}):
+        with pytest.raises(RuntimeError, match=r"train\.torch_compile.*C\+\+ compiler.*torch_compile=false"):
+            make_model(steering_policy, torch_compile=True)
+    torch._dynamo.reset()
+
+
 def assert_gradient_steps_give_the_eager_gradients(model):
     """The gradient steps ``train`` runs (``model._gradient_steps``) give what the eager methods give on one batch,
     with the same random draws."""

@@ -36,6 +36,28 @@ def compiled(step: Callable[..., Sequence[torch.Tensor]]) -> Callable[..., Seque
     return run
 
 
+def _probe(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x) * 2.0 + 1.0
+
+
+def check_compiler_works(device: torch.device) -> None:
+    """Raise a RuntimeError naming ``torch_compile`` unless ``torch.compile`` builds kernels for ``device`` here.
+
+    Its kernels need a C++ compiler (CPU) or Triton (CUDA). A tiny function
+    compiled at set-up reports a missing one before the run's first
+    environment step, not at its first update, minutes later.
+    """
+    try:
+        torch.compile(_probe, dynamic=False)(torch.zeros(4, device=device))
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(
+            f"torch_compile=True (train.torch_compile) on {device}, but torch.compile cannot build kernels on this "
+            f"machine: {first_line}. Install what it names (a C++ compiler such as g++ for CPU kernels, Triton for "
+            "CUDA ones) or set train.torch_compile=false"
+        ) from error
+
+
 class GraphedStep:
     """``step(*inputs) -> tuple of tensors``, captured once as a CUDA graph and replayed on new inputs.
 

@@ -12,7 +12,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.type_aliases import GymEnv
 
 from dsrl.algorithms.distillation_buffer import DistillationReplayBuffer
-from dsrl.algorithms.graphed_step import GraphedStep, compiled
+from dsrl.algorithms.graphed_step import GraphedStep, check_compiler_works, compiled
 from dsrl.algorithms.policies import NoiseAliasingPolicy
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
@@ -197,6 +197,8 @@ class SACDiffusionNoise(SAC):
                 f"cuda_graphs=True (train.cuda_graphs) on {self.device}, but {type(self.base_policy).__name__} cannot "
                 "sample inside a CUDA graph: set train.cuda_graphs=false"
             )
+        if self.torch_compile:
+            check_compiler_works(self.device)
         self.expansion = NoiseExpansion(
             self.base_policy.noise_steps,
             self.base_policy.action_dim,
