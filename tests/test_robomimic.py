@@ -41,6 +41,20 @@ def test_low_dim_observation_has_the_listed_keys_in_order(task, dims):
     assert not np.allclose(obs, other), "another seed must place the objects elsewhere"
 
 
+def test_resets_draw_scenes_from_the_envs_own_generator_not_numpys_global_one():
+    """Envs in one process (env.vec_env=dummy) neither reseed the learner's generator nor draw from each other's."""
+    alone = make_robomimic_env("lift", 10)  # lift draws its cube's size as well as its placement
+    scenes = [alone.reset(seed=0)[0], alone.reset()[0], alone.reset()[0]]
+    env, other = make_robomimic_env("lift", 10), make_robomimic_env("lift", 10)
+    np.random.seed(123)
+    learner_draws = np.random.random(3)
+    np.random.seed(123)
+    shared = [env.reset(seed=0)[0], other.reset(seed=5)[0], np.random.random(), env.reset()[0], other.reset()[0]]
+    shared += [np.random.random(), env.reset()[0], np.random.random()]
+    np.testing.assert_array_equal(np.stack([shared[0], shared[3], shared[6]]), np.stack(scenes))
+    np.testing.assert_array_equal([shared[2], shared[5], shared[7]], learner_draws)
+
+
 @pytest.mark.parametrize("task, arms", [("can", 1), ("transport", 2)])
 def test_split_step_computes_each_substeps_dynamics_once_and_trajectories_stay_bitwise_the_same(
     task, arms, monkeypatch

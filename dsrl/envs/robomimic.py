@@ -9,11 +9,12 @@ it never uses it with robosuite 1.4, so a stub module stands in for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import types
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import gymnasium as gym
 import mujoco
@@ -95,6 +96,19 @@ def import_robomimic_env_utils():
     return env_utils, obs_utils
 
 
+@contextlib.contextmanager
+def drawing_from(rng: np.random.RandomState) -> Iterator[None]:
+    """Make ``rng`` numpy's global generator while the block runs (robosuite draws its scenes from the global one):
+    the block's draws advance ``rng``, and the global generator is left as it was."""
+    outer = np.random.get_state()
+    np.random.set_state(rng.get_state())
+    try:
+        yield
+    finally:
+        rng.set_state(np.random.get_state())
+        np.random.set_state(outer)
+
+
 def _step_with_split_dynamics(self, action: np.ndarray) -> tuple:
     """robosuite's own ``step`` on MuJoCo's split step (see :func:`split_substep_dynamics`)."""
     sim = self.sim
@@ -155,9 +169,12 @@ class RobomimicLowDimEnv(gym.Env):
     success; without it (the DSRL authors' episodes) it runs on to the time
     limit. ``info["is_success"]`` reports the step's success
     (:class:`~dsrl.envs.wrappers.ActionChunkWrapper` counts an episode a
-    success if any step was, the authors' measure). ``reset(seed=...)`` seeds numpy's
-    global generator, which robosuite's object placement draws from, so a
-    seed always gives the same initial scene. ``raw_obs`` holds the latest
+    success if any step was, the authors' measure). robosuite draws each scene
+    (object placement, and Lift's cube size) from numpy's global generator; the
+    env's own generator ``scene_rng`` stands in for it during resets
+    (:func:`drawing_from`), so ``reset(seed=...)`` always gives the same initial
+    scene and envs in one process (``env.vec_env=dummy``) neither reseed the
+    learner's generator nor draw from each other's. ``raw_obs`` holds the latest
     observation dict with every key the simulator provides.
 
     :param env_meta: Robomimic env_meta dict (env name, env kwargs, controller config)
@@ -197,7 +214,9 @@ class RobomimicLowDimEnv(gym.Env):
             self.env.env.hard_reset = False
         self.obs_keys = list(obs_keys)
         self.terminate_on_success = terminate_on_success
-        raw = self.raw_obs = self.env.reset()
+        self.scene_rng = np.random.RandomState()
+        with drawing_from(self.scene_rng):
+            raw = self.raw_obs = self.env.reset()
         missing = [k for k in self.obs_keys if k not in raw]
         if missing:
             raise ValueError(
@@ -213,8 +232,9 @@ class RobomimicLowDimEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
         if seed is not None:
-            np.random.seed(seed)
-        self.raw_obs = self.env.reset()
+            self.scene_rng.seed(seed)
+        with drawing_from(self.scene_rng):
+            self.raw_obs = self.env.reset()
         return self._flatten(self.raw_obs), {}
 
     def step(self, action):
