@@ -357,6 +357,14 @@ def test_fixed_entropy_coefficient_and_mean_backup(steering_policy):
     assert combine(values, "mean").item() == 2.0 and combine(values, "min").item() == 1.0
 
 
+@pytest.mark.parametrize("noise_action_dim, noise_dim", [(0, 8), (3, 3)])  # the chunk's 4 x 2 noise, or 3 numbers
+def test_automatic_target_entropy_counts_the_actors_noise_not_the_envs_chunk(
+    steering_policy, noise_action_dim, noise_dim
+):
+    model = make_model(steering_policy, target_entropy="auto", noise_action_dim=noise_action_dim)
+    assert model.actor.action_space.shape == (noise_dim,) and model.target_entropy == -noise_dim
+
+
 def test_bad_settings_are_named(steering_policy):
     with pytest.raises(ValueError, match="action_magnitude=0"):
         make_model(steering_policy, action_magnitude=0.0)
@@ -364,6 +372,8 @@ def test_bad_settings_are_named(steering_policy):
         make_model(steering_policy, critic_backup_combine_type="max")
     with pytest.raises(ValueError, match="actor_combine_type='max' is not None or one of"):
         make_model(steering_policy, actor_combine_type="max")
+    with pytest.raises(ValueError, match="n_steps=3 is not supported"):
+        make_model(steering_policy, n_steps=3)
     wrong = build_base_policy(dict(SMALL_POLICY, obs_dim=2, action_dim=3))
     with pytest.raises(ValueError, match=r"env action shape \(8,\) does not match"):
         make_model(wrong)
@@ -387,6 +397,10 @@ def test_overlapped_env_steps_play_the_chunks_chosen_before_each_update(steering
     stored = model.replay_buffer.actions[: model.replay_buffer.pos]
     np.testing.assert_array_equal(stored[1:], launched[:-1])  # step k + 1 plays the chunks launched after step k
     assert model._launched is not None, "the last launched step is still pending"
+    pending, first_row = model._launched, model.replay_buffer.pos
+    model.learn(8, reset_num_timesteps=True)  # resets the envs, which discards the pending step
+    played = model.replay_buffer.actions[first_row]
+    assert not np.array_equal(played, pending), "a new learn() plays chunks chosen for its own first observation"
     with pytest.raises(ValueError, match=r"needs the env wrapped in dsrl.envs.prefetch.PrefetchVecEnv"):
         make_model(steering_policy, overlap_env_steps=True, learning_starts=0).learn(2)
 
@@ -433,6 +447,17 @@ def test_compiled_gradient_steps_compute_the_eager_gradients(steering_policy, se
         sac_step, distillation_step = model._gradient_steps
         assert sac_step != model._sac_gradients and distillation_step != model._distillation_gradients
         assert_gradient_steps_give_the_eager_gradients(model)
+
+
+def test_set_random_seed_reseeds_the_warm_up_noise_so_a_resumed_run_does_not_repeat_its_first_draws(steering_policy):
+    model = make_model(steering_policy, seed=0)
+    opening = np.stack([model.noise_space.sample() for _ in range(3)])
+    model.set_random_seed(7)  # as a resume does, with the seed plus the steps already run
+    resumed = np.stack([model.noise_space.sample() for _ in range(3)])
+    model.set_random_seed(7)
+    np.testing.assert_array_equal(np.stack([model.noise_space.sample() for _ in range(3)]), resumed)
+    assert not np.array_equal(resumed, opening)
+    assert np.array_equal(make_model(steering_policy, seed=0).noise_space.sample(), opening[0]), "seeded as before"
 
 
 def test_torch_compile_without_a_working_compiler_fails_at_set_up_naming_the_setting(steering_policy):

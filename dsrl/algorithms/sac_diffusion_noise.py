@@ -155,6 +155,10 @@ class SACDiffusionNoise(SAC):
             raise ValueError(f"kl_prior_noise_scale={kl_prior_noise_scale} must be > 0")
         if kwargs.get("action_noise") is not None:
             raise ValueError("action_noise is not supported: DSRL-NA explores through the SAC actor's noise")
+        if kwargs.get("n_steps", 1) != 1:
+            raise ValueError(
+                f"n_steps={kwargs['n_steps']} is not supported: DSRL-NA's TD target discounts each stored chunk once"
+            )
         super().__init__(policy, env, _init_setup_model=False, **kwargs)
         self.base_policy = base_policy
         self.action_magnitude = float(action_magnitude)
@@ -206,11 +210,20 @@ class SACDiffusionNoise(SAC):
             self.noise_expansion,
             self.action_magnitude,
         ).to(self.device)
-        self.noise_space = NoiseBox(self.action_magnitude, self.expansion.noise_dim, seed=self.seed)
+        self.noise_space = NoiseBox(self.action_magnitude, self.expansion.noise_dim)  # seeded by set_random_seed
         if self.precompute_distillation:
             self.replay_buffer_kwargs = dict(self.replay_buffer_kwargs, noise_dim=self.expansion.noise_dim)
         self.policy_kwargs = dict(self.policy_kwargs, noise_space=self.noise_space)
+        auto_target_entropy = self.target_entropy == "auto"
         super()._setup_model()
+        if auto_target_entropy:  # SB3's "auto" counts the env's actions (real chunks); the actor acts in noise
+            self.target_entropy = -float(self.expansion.noise_dim)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """SB3's seeding, and the noise space's generator (the warm-up's base-policy noise) from the same seed."""
+        super().set_random_seed(seed)
+        if seed is not None:
+            self.noise_space.seed(seed)
 
     def _create_aliases(self) -> None:
         super()._create_aliases()
@@ -254,10 +267,11 @@ class SACDiffusionNoise(SAC):
         return chunks[0] if single else chunks
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """The launched step's chunks when ``overlap_env_steps`` started one, else :meth:`choose_chunks`'."""
-        if self._launched is not None:
-            chunks, self._launched = self._launched, None
-            return chunks, chunks
+        """The launched step's chunks when ``overlap_env_steps`` started one and the env still holds it (a reset,
+        as a new ``learn()`` makes, discards it), else :meth:`choose_chunks`'."""
+        launched, self._launched = self._launched, None
+        if launched is not None and getattr(self.env, "launched", None) is launched:
+            return launched, launched
         chunks = self.choose_chunks(learning_starts, n_envs)
         return chunks, chunks
 
