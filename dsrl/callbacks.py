@@ -17,6 +17,28 @@ from dsrl.interrupts import StopRequest
 from dsrl.video import EvalVideo
 
 
+def resumed_due_point(counters: dict[str, int], schedule: str, interval: int) -> int:
+    """The simulator step at which a run next evaluates (``schedule="eval"``) or saves (``"save"``).
+
+    A new run: ``interval``. A resumed one keeps its saved due point while the
+    interval is the saved one; after a change, it is the first multiple of the
+    new interval past the run's steps, or those steps themselves (due at once)
+    when an evaluation under the old interval was due and cut short by the stop
+    (0, unused, for a new interval of 0: only the final evaluation).
+    """
+    if f"next_{schedule}" not in counters:
+        return interval
+    due, steps = counters[f"next_{schedule}"], counters["env_steps"]
+    saved_interval = counters.get(f"{schedule}_interval", interval)  # checkpoints that predate it: unchanged
+    if saved_interval == interval:
+        return due
+    if not interval:
+        return 0
+    if saved_interval and due <= steps:
+        return steps
+    return (steps // interval + 1) * interval
+
+
 class DSRLCallback(BaseCallback):
     """Counts simulator steps and, by that count, evaluates, saves and stops.
 
@@ -77,8 +99,8 @@ class DSRLCallback(BaseCallback):
         self.video = video
         counters = resume.counters if resume else {}
         self.env_steps = counters.get("env_steps", 0)
-        self.next_eval = counters.get("next_eval", eval_interval)
-        self.next_save = counters.get("next_save", save_interval)
+        self.next_eval = resumed_due_point(counters, "eval", eval_interval)
+        self.next_save = resumed_due_point(counters, "save", save_interval)
         self.n_evals = counters.get("n_evals", 0)
         self.last_eval: dict[str, float] = {}
         self.last_eval_step = self.last_save_step = -1
@@ -89,8 +111,17 @@ class DSRLCallback(BaseCallback):
         self.on_checkpoint = on_checkpoint
 
     def counters(self) -> dict[str, int]:
-        """What a resumed run needs to continue counting, evaluating and saving where this one stopped."""
-        return dict(env_steps=self.env_steps, next_eval=self.next_eval, next_save=self.next_save, n_evals=self.n_evals)
+        """What a resumed run needs to continue counting, evaluating and saving where this one stopped;
+        ``stopped`` is 1 when a stop request ended the run (before its final evaluation)."""
+        return dict(
+            env_steps=self.env_steps,
+            next_eval=self.next_eval,
+            next_save=self.next_save,
+            n_evals=self.n_evals,
+            eval_interval=self.eval_interval,
+            save_interval=self.save_interval,
+            stopped=int(self.stopped_by is not None),
+        )
 
     def _on_training_start(self) -> None:
         self.start, self.learning_began = (time.perf_counter(), self.env_steps), False

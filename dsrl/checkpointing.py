@@ -5,12 +5,14 @@ A checkpoint at ``N`` simulator steps is, in ``<run_dir>/checkpoints/``:
 - ``model_<N>.zip``: the SB3 model (networks, optimisers, entropy coefficient,
   ``num_timesteps`` and ``_n_updates``; the base policy is not in it);
 - ``training_state_<N>.pt``: the callback's counters (simulator steps, next
-  evaluation and save), the W&B run id and the RNG states of python, numpy and torch;
+  evaluation and save and their intervals, whether a stop ended the run), the
+  W&B run id and the RNG states of python, numpy, torch and the training GPU;
 - ``replay_buffer_<N>.pkl`` when replay buffers are saved (only the latest is kept; only the filled rows,
   see :mod:`dsrl.replay_files`);
 - ``latest.json``, rewritten last and atomically, names the files of the
   newest complete checkpoint. A run killed at any moment therefore resumes
-  from its last finished checkpoint; partial files are never named by it.
+  from its last finished checkpoint; partial files are never named by it, and
+  the resumed run deletes them (:meth:`Checkpointer.discard_uncommitted`).
 
 ``<run_dir>/config.yaml`` holds the run's resolved config; a resumed run must
 agree with it on every setting in :data:`MUST_MATCH`.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,9 +35,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from dsrl.files import write_atomic, write_json
 from dsrl.replay_files import save_replay_buffer
-from dsrl.settings import NOT_SET, first_difference
+from dsrl.settings import NOT_SET, first_difference, selected_settings
 
 LATEST = "latest.json"
+CHECKPOINT_FILE = re.compile(r"(model|training_state|replay_buffer)_(\d+)\.(?:zip|pt|pkl)")
 CONFIG = "config.yaml"
 MUST_MATCH = (
     "algorithm",
@@ -43,6 +47,7 @@ MUST_MATCH = (
     "env.kwargs",
     "env.reward_offset",
     "env.n_envs",
+    "env.max_episode_steps",
     "base_policy",
     "train",
 )
@@ -53,31 +58,30 @@ MAY_CHANGE = ("train.total_env_steps", "train.cuda_graphs", "train.torch_compile
 """Settings inside :data:`MUST_MATCH` that a resumed run may change (the length, and how fast it runs)."""
 
 
-def must_match(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved values of :data:`MUST_MATCH` in ``cfg``, nested under their dotted keys."""
-    values = {}
-    for key in MUST_MATCH:
-        value = OmegaConf.select(cfg, key)
-        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    return values
-
-
-def rng_states() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) generator states."""
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """Python's, numpy's and torch's generator states, and the training device's when it is a GPU (only that
+    one: a run may resume on a machine with fewer GPUs)."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
+def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    """Restore :func:`rng_states`; the saved GPU state goes to ``device``, when training runs on a GPU."""
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device.type != "cuda":
+        return
+    cuda = states["cuda"]
+    if isinstance(cuda, list):  # checkpoints that saved every visible GPU's state
+        index = torch.cuda.current_device() if device.index is None else device.index
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 @dataclass
@@ -106,7 +110,7 @@ class Checkpointer:
         }
         previous = self.latest()
         write_atomic(self.path(entry["model"]), model.save)
-        state = {"counters": dict(counters), "wandb_run_id": wandb_run_id, "rng": rng_states()}
+        state = {"counters": dict(counters), "wandb_run_id": wandb_run_id, "rng": rng_states(model.device)}
         write_atomic(self.path(entry["training_state"]), lambda tmp: torch.save(state, tmp))
         if entry["replay_buffer"]:
             write_atomic(self.path(entry["replay_buffer"]), partial(save_replay_buffer, model))
@@ -125,6 +129,31 @@ class Checkpointer:
             return None
         with open(self.path(LATEST)) as f:
             return json.load(f)
+
+    def discard_uncommitted(self) -> list[str]:
+        """Delete what saves that never finished left in the directory; returns the deleted names.
+
+        Those are temporary ``.partial.*`` files, and checkpoint files that
+        ``latest.json`` does not name and that either are newer than its
+        checkpoint or are replay buffers (only the latest one is kept). Called
+        when a run resumes, before it saves: otherwise pruning, which keeps the
+        highest step numbers, could keep such a file and delete the checkpoint
+        ``latest.json`` names.
+        """
+        latest = self.latest()
+        if latest is None:
+            return []
+        named = {latest["model"], latest["training_state"], latest["replay_buffer"]}
+        stale = []
+        for name in sorted(os.listdir(self.directory)):
+            match = CHECKPOINT_FILE.fullmatch(name)
+            uncommitted = match is not None and name not in named
+            if name.startswith(".partial.") or (
+                uncommitted and (match[1] == "replay_buffer" or int(match[2]) > latest["env_steps"])
+            ):
+                os.remove(self.path(name))
+                stale.append(name)
+        return stale
 
     def prune(self) -> None:
         """Delete all but the newest ``keep`` model checkpoints (and their training states)."""
@@ -149,8 +178,8 @@ class Resume:
     wandb_run_id: str | None
     rng: dict[str, Any]
 
-    def restore_rng(self) -> None:
-        set_rng_states(self.rng)
+    def restore_rng(self, device: torch.device) -> None:
+        set_rng_states(self.rng, device)
 
 
 def save_run_config(run_dir: str, cfg: DictConfig) -> None:
@@ -171,7 +200,7 @@ def load_resume(run_dir: str, cfg: DictConfig) -> Resume:
     if not os.path.isfile(latest_path):
         raise ValueError(f"resume={run_dir!r} has no finished checkpoint yet (no checkpoints/{LATEST})")
     saved = OmegaConf.load(config_path)
-    difference = first_difference(*(must_match(c) for c in (saved, cfg)), skip=MAY_CHANGE)
+    difference = first_difference(*(selected_settings(c, MUST_MATCH) for c in (saved, cfg)), skip=MAY_CHANGE)
     if difference:
         name, before, now = difference
         older = (

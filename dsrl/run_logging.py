@@ -2,7 +2,8 @@
 
 Every record carries ``train/env_steps`` (simulator steps, chunk length
 included); W&B plots ``train/*`` and ``eval/*`` against it. A resumed run
-appends to its ``progress.csv`` and continues its W&B run (same id).
+appends to its ``progress.csv`` and TensorBoard files, dropping what was
+logged after its checkpoint, and continues its W&B run (same id).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from stable_baselines3.common.logger import (
     Logger,
     TensorBoardOutputFormat,
 )
+from torch.utils.tensorboard import SummaryWriter
 
 from dsrl.files import write_atomic
 
@@ -71,12 +73,33 @@ class ContinuingCSVOutputFormat(CSVOutputFormat):
         self.quotechar = '"'
 
 
+class ContinuingTensorBoardOutputFormat(TensorBoardOutputFormat):
+    """SB3's TensorBoard output; when resuming, TensorBoard discards what the run logged after the checkpoint it
+    resumes from (``SummaryWriter``'s ``purge_step``), as :class:`ContinuingCSVOutputFormat` drops those rows.
+
+    :param folder: the run directory
+    :param resume_timesteps: the checkpoint's SB3 timesteps (``num_timesteps``, the step TensorBoard records;
+        None: a new run)
+    """
+
+    def __init__(self, folder: str, resume_timesteps: int | None = None):
+        purge_step = None if resume_timesteps is None else resume_timesteps + 1
+        self.writer = SummaryWriter(log_dir=folder, purge_step=purge_step)
+        self._is_closed = False
+
+
 def make_logger(
-    cfg: DictConfig, run_dir: str, resume_env_steps: int | None = None, wandb_run_id: str | None = None
+    cfg: DictConfig,
+    run_dir: str,
+    resume_env_steps: int | None = None,
+    resume_timesteps: int | None = None,
+    wandb_run_id: str | None = None,
 ) -> tuple[Logger, Any]:
     """SB3 logger writing stdout, CSV, TensorBoard (if enabled) and W&B (unless disabled).
 
     :param resume_env_steps: when resuming, the checkpoint's simulator steps (see :class:`ContinuingCSVOutputFormat`)
+    :param resume_timesteps: when resuming, the checkpoint's SB3 timesteps (see
+        :class:`ContinuingTensorBoardOutputFormat`)
     :param wandb_run_id: when resuming, the W&B run to continue
     :return: the logger and the W&B run (None when disabled)
     """
@@ -85,7 +108,7 @@ def make_logger(
         ContinuingCSVOutputFormat(os.path.join(run_dir, "progress.csv"), resume_env_steps),
     ]
     if cfg.tensorboard:
-        formats.append(TensorBoardOutputFormat(run_dir))
+        formats.append(ContinuingTensorBoardOutputFormat(run_dir, resume_timesteps))
     wandb_run = None
     if cfg.wandb.mode != "disabled":
         import wandb

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from omegaconf import DictConfig, OmegaConf
 
 
 class _NotSet:
@@ -36,3 +38,12 @@ def first_difference(
         elif old != new:
             return name, before.get(key, NOT_SET), now.get(key, NOT_SET)
     return None
+
+
+def selected_settings(cfg: DictConfig, keys: Sequence[str]) -> dict[str, Any]:
+    """The resolved values of the dotted ``keys`` in ``cfg`` (a section: all its settings), keyed by them."""
+    values = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return values

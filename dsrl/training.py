@@ -164,9 +164,15 @@ def load_agent(
     """The agent of a resumed run: its latest model and replay buffer, envs reseeded past the steps already run."""
     model = load_model(cfg, resume.model_path, env, base_policy, device)
     model.set_random_seed(cfg.seed + resume.counters["env_steps"])
-    resume.restore_rng()
+    resume.restore_rng(model.device)
     if resume.replay_buffer_path:
         load_replay_buffer(model, resume.replay_buffer_path)
+    else:
+        log.warning(
+            "%s saved no replay buffer (save_replay_buffer=false): the resumed run updates from its first step "
+            "on an empty buffer, without the offline data or warm-up rollouts it began with",
+            resume.run_dir,
+        )
     return model
 
 
@@ -232,7 +238,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     check_env_config(env_cfg)
     resume = load_resume(user_path(cfg.resume), cfg) if cfg.resume else None
-    if resume and resume.counters["env_steps"] >= cfg.train.total_env_steps:
+    finishing = resume is not None and resume.counters["env_steps"] >= cfg.train.total_env_steps
+    if finishing and not resume.counters.get("stopped", 0):
         raise ValueError(
             f"resume={cfg.resume!r} has already run {resume.counters['env_steps']} env steps >= "
             f"train.total_env_steps={cfg.train.total_env_steps}; raise train.total_env_steps to continue it"
@@ -279,11 +286,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
             cfg,
             run_dir,
             resume_env_steps=resume.counters["env_steps"] if resume else None,
+            resume_timesteps=model.num_timesteps if resume else None,
             wandb_run_id=resume.wandb_run_id if resume else None,
         )
         model.set_logger(logger)
         video = make_video(cfg, env_cfg, normalizer, base_policy, run_dir, wandb_run) if videos else None
         checkpoint_dir = os.path.join(run_dir, "checkpoints")
+        checkpointer = Checkpointer(checkpoint_dir, cfg.save_replay_buffer, cfg.keep_checkpoints)
+        if resume:
+            for name in checkpointer.discard_uncommitted():
+                log.info("deleted %s, left by a save that did not finish", os.path.join(checkpoint_dir, name))
         stop_request = StopRequest()
         callback = DSRLCallback(
             eval_env,
@@ -292,9 +304,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
             eval_episodes=cfg.eval.n_episodes,
             eval_stochastic=cfg.eval.stochastic,
             save_interval=cfg.save_model_interval,
-            checkpointer=Checkpointer(checkpoint_dir, cfg.save_replay_buffer, cfg.keep_checkpoints),
+            checkpointer=checkpointer,
             seed=eval_seed,
-            wandb_run_id=wandb_run.id if wandb_run else None,
+            wandb_run_id=wandb_run.id if wandb_run else resume.wandb_run_id if resume else None,
             video=video,
             resume=resume,
             progress_bar=cfg.progress_bar,
@@ -304,9 +316,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         with stop_request:
             if cfg.eval.base_policy_noise_scales and not resume:
                 log_base_policy(cfg, logger, base_policy, chunk_eval_env, eval_seed, stop_request)
+            if finishing:
+                steps = resume.counters["env_steps"]
+                log.info("%s was stopped after all its %d env steps: its final evaluation", run_dir, steps)
             try:
-                model.learn(
-                    total_timesteps=cfg.train.total_env_steps,
+                model.learn(  # SB3 counts on from the resumed model's steps; the callback stops at total_env_steps
+                    total_timesteps=0 if finishing else cfg.train.total_env_steps,
                     callback=callback,
                     log_interval=cfg.log_interval,
                     reset_num_timesteps=resume is None,

@@ -7,10 +7,12 @@
     python scripts/evaluate.py --config cfg/robomimic/dsrl_can.yaml --agent runs/.../model_100000.zip --sampled
 
 Extra arguments are config overrides (``base_policy.checkpoint=...``). An
-agent's algorithm and action magnitude are read from its run's config.yaml;
-it plays its actor's mean noise (a run's ``eval/success_rate``), or with
-``--sampled`` noise drawn from its actor (``eval/stochastic_success_rate``, the
-DSRL authors' metric), seeded by ``--seed``.
+agent is evaluated in the settings it was trained in: its run's config.yaml
+(two folders above the checkpoint) with the overrides; ``--config`` may be
+left out, and if given must agree with the run on :data:`AGENT_SETTINGS`
+(a difference is named). It plays its actor's mean noise (a run's
+``eval/success_rate``), or with ``--sampled`` noise drawn from its actor
+(``eval/stochastic_success_rate``, the DSRL authors' metric), seeded by ``--seed``.
 Prints the success rate and mean return with 95% confidence intervals;
 ``--json`` writes them to a file, ``--video`` one more episode as an mp4.
 """
@@ -22,15 +24,63 @@ import math
 import os
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dsrl.base_policies import Normalizer, load_base_policy
 from dsrl.checkpointing import CONFIG
-from dsrl.config import base_policy_config, compose_task_config, shown_path, user_path
+from dsrl.config import base_policy_config, compose_task_config, repo_path, shown_path, user_path
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
 from dsrl.files import write_json
+from dsrl.settings import first_difference, selected_settings
 from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
+
+AGENT_SETTINGS = (
+    "algorithm",
+    "env.suite",
+    "env.name",
+    "env.kwargs",
+    "env.max_episode_steps",
+    "env.reward_offset",
+    "base_policy",
+    "train.action_magnitude",
+    "train.noise_action_dim",
+    "train.noise_expansion",
+    "train.agent_obs",
+)
+"""What a trained agent plays through: its task, base policy and noise space (its networks and
+hyperparameters are in its checkpoint)."""
+
+
+def agent_config(agent: str, config_file: str | None, overrides: list[str]) -> tuple[DictConfig, str]:
+    """The config an agent was trained in (its run's config.yaml over ``config_file``, or over the defaults of
+    every task when None, which fill in settings newer than the run) with ``overrides``, and that file's path.
+
+    :raises FileNotFoundError: the checkpoint is not in its run's ``checkpoints/`` folder
+    :raises ValueError: ``config_file`` (with the same overrides) differs from the run on :data:`AGENT_SETTINGS`
+    """
+    run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(agent))), CONFIG)
+    if not os.path.isfile(run_config):
+        raise FileNotFoundError(
+            f"--agent {agent}: no {run_config}; keep the checkpoint in its run's checkpoints/ folder, whose "
+            f"{CONFIG} says which task, base policy and noise space it was trained with"
+        )
+    cfg = compose_task_config(config_file or repo_path("dsrl/conf/dsrl_base.yaml"), ["run_dir=unused"])
+    OmegaConf.set_struct(cfg, False)
+    cfg = OmegaConf.merge(cfg, OmegaConf.load(run_config))  # a setting newer than the run keeps today's default
+    OmegaConf.set_struct(cfg, True)  # an override of a key that does not exist is an error
+    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    if config_file:
+        given = compose_task_config(config_file, ["run_dir=unused", *overrides])
+        difference = first_difference(*(selected_settings(c, AGENT_SETTINGS) for c in (cfg, given)))
+        if difference:
+            key, trained, now = difference
+            raise ValueError(
+                f"--agent {agent} was trained with {key}={trained!r} ({run_config}), --config {config_file} has "
+                f"{now!r}: leave out --config to evaluate the agent as it was trained (overrides such as "
+                f"{key}=... change a setting)"
+            )
+    return cfg, run_config
 
 
 def confidence_interval(mean: float, std: float, n: int) -> float:
@@ -40,7 +90,9 @@ def confidence_interval(mean: float, std: float, n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="DSRL task config (e.g. cfg/robomimic/dsrl_can.yaml)")
+    parser.add_argument(
+        "--config", default=None, help="DSRL task config (e.g. cfg/robomimic/dsrl_can.yaml); with --agent, optional"
+    )
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes and of the noise")
     parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: the config's n_eval_envs)")
@@ -62,15 +114,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.sampled and not args.agent:
         parser.error("--sampled needs --agent (the base policy's own noise is always sampled)")
-    torch.manual_seed(args.seed)
+    if not args.config and not args.agent:
+        parser.error("--config is needed to evaluate a base policy or a constant noise")
 
-    trained = ["algorithm=dsrl_na"]  # the base policy's own agents act in action chunks
     if args.agent:
-        run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.agent))), CONFIG)
-        if os.path.isfile(run_config):
-            saved = OmegaConf.load(run_config)
-            trained = [f"algorithm={saved.algorithm}", f"train.action_magnitude={saved.train.action_magnitude}"]
-    cfg = compose_task_config(args.config, ["run_dir=unused", *trained, *args.overrides])
+        cfg, config_used = agent_config(args.agent, args.config, args.overrides)
+    else:  # the base policy's own agents act in action chunks
+        cfg, config_used = (
+            compose_task_config(args.config, ["run_dir=unused", "algorithm=dsrl_na", *args.overrides]),
+            args.config,
+        )
     base_cfg = base_policy_config(cfg)
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     check_observations(env_cfg, base_cfg)
@@ -85,12 +138,14 @@ def main() -> None:
     else:
         scale = 1.0 if args.noise_scale is None else args.noise_scale
         agent, mode, deterministic = BasePolicyAgent(policy, seed=args.seed, scale=scale), "base_policy", False
+    torch.manual_seed(args.seed)  # after loading an agent, whose set-up seeds torch with its run's seed
     result = evaluate(agent, venv, args.episodes, deterministic, seed=args.seed)
     venv.close()
     n = args.episodes
     summary = {
         "mode": mode,
-        "config": args.config,
+        "config": shown_path(config_used),
+        "task": cfg.env.name,
         "checkpoint": shown_path(args.agent or base_cfg["checkpoint"]),
         "episodes": n,
         "seed": args.seed,

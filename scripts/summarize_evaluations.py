@@ -7,7 +7,8 @@
 Each JSON is one evaluation (one trained seed, or one evaluation seed of a
 base policy). Groups: each ``--group LABEL=GLOB`` takes the JSONs GLOB matches
 (fnmatch, as in ``scripts/plot.py``); without ``--group`` JSONs of the same
-mode, noise and config form one group. Prints, per group, every JSON's value
+mode, noise and config (or task, for agents evaluated in their runs' own
+config.yaml) form one group. Prints, per group, every JSON's value
 with its own 95% interval (the ``<metric>_ci95`` evaluate.py wrote) and the
 mean over the group's JSONs with a 95% Student-t interval over them; with
 ``--out``, a scatter plot (OUT.png, OUT.svg) of the groups side by side: one
@@ -26,6 +27,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from plot import draw_references, group_paths, parse_references, save_figure, t_interval
+
+from dsrl.checkpointing import CONFIG
 
 METRICS = ("success_rate", "return_mean")
 
@@ -51,7 +54,8 @@ def evaluation_label(evaluation: dict) -> str:
         "base_policy": f"base policy, noise x{evaluation.get('noise_scale', 1.0):g}",
         "constant_noise": f"constant noise {evaluation.get('constant_noise', '')}".rstrip(),
     }.get(evaluation["mode"], evaluation["mode"])
-    task = os.path.splitext(os.path.basename(evaluation.get("config", "")))[0]
+    config = os.path.basename(evaluation.get("config", ""))
+    task = evaluation["task"] if config == CONFIG else os.path.splitext(config)[0]  # a run's own config.yaml
     return f"{what} ({task})" if task else what
 
 

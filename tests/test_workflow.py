@@ -13,6 +13,7 @@ import time
 
 import imageio.v2 as imageio
 import pytest
+import torch
 from conftest import HOPPER_CONFIG, STEERING_CONFIG
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -271,6 +272,109 @@ def test_a_stop_during_an_evaluation_abandons_it_and_the_resumed_run_evaluates_f
     assert evaluated[-1] >= stopped_at + 200
 
 
+def test_a_stop_in_the_last_step_resumes_to_the_final_evaluation_alone(tmp_path, monkeypatch):
+    import dsrl.callbacks
+
+    ctrl_c_as_evaluate_is_first_called(monkeypatch, dsrl.callbacks)  # the evaluation due at the last step
+    overrides = ["wandb.mode=disabled", "eval.interval_env_steps=400", "train.total_env_steps=400"]
+    with pytest.raises(RunInterrupted, match=f"continue with resume={tmp_path}"):
+        run(steering(tmp_path, *overrides))
+    stopped = latest(tmp_path)
+    assert stopped["env_steps"] >= 400 and not any(r.get("eval/return_mean") for r in progress(tmp_path))
+
+    result = run(steering(tmp_path, *overrides, f"resume={tmp_path}"))
+    (final,) = [r for r in progress(tmp_path) if r.get("eval/return_mean")]
+    assert float(final["eval/return_mean"]) == pytest.approx(result["return_mean"])
+    assert float(final["train/env_steps"]) == latest(tmp_path)["env_steps"] == stopped["env_steps"], "no new steps"
+    assert load_resume(str(tmp_path), steering(tmp_path, *overrides)).counters["stopped"] == 0
+    with pytest.raises(ValueError, match="raise train.total_env_steps to continue it"):
+        run(steering(tmp_path, *overrides, f"resume={tmp_path}"))
+
+
+@pytest.mark.parametrize(
+    "saved, interval, due",
+    [
+        (dict(next_eval=800, eval_interval=400), 400, 800),  # unchanged: the saved due point
+        (dict(next_eval=0, eval_interval=0), 400, 1200),  # from "only the final one": the next multiple
+        (dict(next_eval=1600, eval_interval=800), 300, 900),  # shorter: the next multiple, not the old point
+        (dict(next_eval=800, eval_interval=400), 0, 0),  # to "only the final one"
+        (dict(next_eval=800, eval_interval=800), 400, 810),  # the stop cut the evaluation due at 800 short
+        (dict(next_eval=800), 300, 800),  # a checkpoint from before intervals were saved: as it was
+        ({}, 400, 400),  # a new run
+    ],
+)
+def test_a_resumed_run_evaluates_on_its_new_interval(saved, interval, due):
+    from dsrl.callbacks import resumed_due_point
+
+    assert resumed_due_point(dict(saved, env_steps=810) if saved else {}, "eval", interval) == due
+
+
+def test_a_resumed_run_with_new_intervals_evaluates_and_saves_on_them(tmp_path, monkeypatch):
+    saved = []
+    save = Checkpointer.save
+    monkeypatch.setattr(
+        Checkpointer, "save", lambda self, *args: saved.append(args[1]["env_steps"]) or save(self, *args)
+    )
+    overrides = ["wandb.mode=disabled", "video.every_evals=0"]
+    run(steering(tmp_path, *overrides, "train.total_env_steps=600", "eval.interval_env_steps=0"))
+    first = latest(tmp_path)["env_steps"]
+    saved.clear()
+    new_intervals = ["eval.interval_env_steps=400", "save_model_interval=400", "train.total_env_steps=1200"]
+    run(steering(tmp_path, *overrides, f"resume={tmp_path}", *new_intervals))
+    evaluated = [float(r["train/env_steps"]) for r in progress(tmp_path) if r.get("eval/return_mean")]
+    assert [e for e in evaluated if e > first] == saved, "an evaluation and a checkpoint at each interval"
+    assert 800 <= saved[0] < 820 and 1200 <= saved[1] < 1220 and len(saved) == 2
+
+
+def test_a_resume_deletes_what_unfinished_saves_left_so_pruning_keeps_the_latest_checkpoint(tmp_path):
+    from dsrl.files import write_json
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    committed = ["model_500.zip", "training_state_500.pt", "model_792.zip", "training_state_792.pt"]
+    committed.append("replay_buffer_792.pkl")
+    uncommitted = ["model_800.zip", "training_state_800.pt", ".partial.replay_buffer_800.pkl"]
+    uncommitted.append("replay_buffer_500.pkl")  # a killed save's previous buffer, not yet removed
+    for name in committed + uncommitted:
+        (checkpoints / name).write_bytes(b"x")
+    entry = dict(env_steps=792, model="model_792.zip", training_state="training_state_792.pt")
+    write_json(str(checkpoints / "latest.json"), dict(entry, replay_buffer="replay_buffer_792.pkl"))
+
+    checkpointer = Checkpointer(str(checkpoints), keep=1)
+    assert checkpointer.discard_uncommitted() == sorted(uncommitted)
+    assert sorted(os.listdir(checkpoints)) == sorted(committed + ["latest.json"])
+    checkpointer.prune()
+    assert sorted(os.listdir(checkpoints)) == ["latest.json", "model_792.zip", "replay_buffer_792.pkl"] + [
+        "training_state_792.pt"
+    ]
+
+
+def test_a_resumed_runs_tensorboard_curve_drops_what_was_logged_after_its_checkpoint(tmp_path):
+    from dsrl.run_logging import ContinuingTensorBoardOutputFormat
+
+    before_kill = ContinuingTensorBoardOutputFormat(str(tmp_path))
+    for step in range(0, 100, 10):  # a checkpoint at 50, then steps 60-90 logged before a SIGKILL
+        before_kill.write({"train/env_steps": float(step)}, {"train/env_steps": None}, step)
+    before_kill.close()
+    resumed = ContinuingTensorBoardOutputFormat(str(tmp_path), resume_timesteps=50)
+    for step in range(60, 80, 10):
+        resumed.write({"train/env_steps": step + 0.5}, {"train/env_steps": None}, step)
+    resumed.close()
+    tensorboard = EventAccumulator(str(tmp_path))
+    tensorboard.Reload()
+    curve = [(e.step, e.value) for e in tensorboard.Scalars("train/env_steps")]
+    assert curve == [(s, float(s)) for s in range(0, 60, 10)] + [(60, 60.5), (70, 70.5)]
+
+
+def test_a_resume_without_wandb_keeps_the_wandb_run_id_for_later_resumes(tmp_path):
+    run(steering(tmp_path, "wandb.mode=offline", "train.total_env_steps=300", "video.every_evals=0"))
+    first_id = load_resume(str(tmp_path), steering(tmp_path)).wandb_run_id
+    assert first_id
+    run(steering(tmp_path, "wandb.mode=disabled", f"resume={tmp_path}", "train.total_env_steps=500"))
+    resumed = load_resume(str(tmp_path), steering(tmp_path))
+    assert resumed.counters["env_steps"] >= 500 and resumed.wandb_run_id == first_id
+
+
 def snapshot(directory):
     return {p: (os.path.getsize(p), os.path.getmtime(p)) for p in glob.glob(f"{directory}/**", recursive=True)}
 
@@ -300,6 +404,8 @@ def test_resume_refuses_another_task_other_training_settings_or_a_non_run_direct
     )
     with pytest.raises(ValueError, match=changed):
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600", "train.utd=3"))
+    with pytest.raises(ValueError, match=r"its run has env.max_episode_steps=32, this config has 16"):
+        run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600", "env.max_episode_steps=16"))
     with pytest.raises(ValueError, match="raise train.total_env_steps to continue it"):
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=300"))
     assert snapshot(run_dir) == before
@@ -317,11 +423,34 @@ def test_resume_refuses_another_task_other_training_settings_or_a_non_run_direct
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600"))
 
 
-def evaluate_script(*args):
-    command = [sys.executable, str(REPO_ROOT / "scripts/evaluate.py"), "--config", STEERING_CONFIG, *args]
+def evaluate_script(*args, config=STEERING_CONFIG, status=0):
+    command = [sys.executable, str(REPO_ROOT / "scripts/evaluate.py"), *(["--config", config] if config else []), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    assert result.returncode == status, result.stderr[-3000:]
+    return result.stdout if status == 0 else result.stderr
+
+
+def test_evaluate_script_seeds_an_agents_sampled_noise_with_its_seed(tmp_path, monkeypatch):
+    """Loading an agent seeds torch with its run's seed; the evaluation's draws must come from --seed."""
+    import importlib.util
+
+    run(steering(tmp_path, "wandb.mode=disabled", "train.total_env_steps=200", "eval.interval_env_steps=0", "seed=5"))
+    (model,) = glob.glob(str(tmp_path / "checkpoints" / "model_*.zip"))
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts/evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    draws = {}
+
+    def first_draws(agent, venv, episodes, deterministic, seed):
+        draws[seed] = torch.rand(4)
+        return {"return_mean": 0.0, "return_std": 0.0}
+
+    monkeypatch.setattr(script, "evaluate", first_draws)
+    for seed in (1, 2):
+        monkeypatch.setattr(sys, "argv", ["evaluate.py", "--agent", model, "--sampled", "--seed", str(seed)])
+        script.main()
+    torch.manual_seed(1)
+    assert torch.equal(draws[1], torch.rand(4)) and not torch.equal(draws[1], draws[2])
 
 
 def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
@@ -356,15 +485,25 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
         )
     )
     (model,) = glob.glob(str(run_dir / "checkpoints" / "model_*.zip"))
-    out = evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"))
+    saved = OmegaConf.load(run_dir / "config.yaml")  # as written by a dsrl from before these settings existed
+    for newer_setting in ("torch_compile", "overlap_env_steps"):
+        del saved.train[newer_setting]
+    OmegaConf.save(saved, run_dir / "config.yaml")
+    refused = evaluate_script("--episodes", "10", "--agent", model, status=1)  # the task config is DSRL-NA's
+    assert f"was trained with algorithm='dsrl_sac' ({run_dir / 'config.yaml'}), --config" in refused
+    assert "has 'dsrl_na': leave out --config to evaluate the agent as it was trained" in refused
+    out = evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"), config=None)
     with open(tmp_path / "agent.json") as f:
         agent = json.load(f)
     assert agent["mode"] == "agent" and 0.0 <= agent["success_rate"] <= 1.0 and agent["checkpoint"] == model
     assert agent["noise"] == "mean" and "agent (mean noise): success rate" in out
+    assert agent["config"] == str(run_dir / "config.yaml") and agent["task"] == "steering", "the run's own settings"
 
     sampled = []
     for name in ("sampled", "again"):
-        out = evaluate_script("--episodes", "10", "--agent", model, "--sampled", "--json", str(tmp_path / name))
+        out = evaluate_script(
+            "--episodes", "10", "--agent", model, "--sampled", "--json", str(tmp_path / name), config=None
+        )
         with open(tmp_path / name) as f:
             sampled.append(json.load(f))
         assert sampled[-1]["noise"] == "sampled" and "agent (sampled noise): success rate" in out
@@ -378,12 +517,12 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
     )
     assert summary.returncode == 0, summary.stderr
     for label, value, spread in [
-        ("base policy, noise x1", base["success_rate"], "(one, no interval)"),
-        ("base policy, noise x0.5", cold["success_rate"], "(one, no interval)"),
-        ("agent, mean noise", agent["success_rate"], "(one, no interval)"),
-        ("agent, sampled noise", sampled[0]["success_rate"], "± 0.0000 (95% t over 2)"),
+        ("base policy, noise x1 (dsrl_steering)", base["success_rate"], "(one, no interval)"),
+        ("base policy, noise x0.5 (dsrl_steering)", cold["success_rate"], "(one, no interval)"),
+        ("agent, mean noise (steering)", agent["success_rate"], "(one, no interval)"),  # the run's config: its task
+        ("agent, sampled noise (steering)", sampled[0]["success_rate"], "± 0.0000 (95% t over 2)"),
     ]:
-        assert f"{label} (dsrl_steering): mean success_rate {value:.4f} {spread}" in summary.stdout
+        assert f"{label}: mean success_rate {value:.4f} {spread}" in summary.stdout
 
     refused = [sys.executable, str(REPO_ROOT / "scripts/evaluate.py"), "--config", STEERING_CONFIG, "--sampled"]
     result = subprocess.run(refused, capture_output=True, text=True, timeout=300)
