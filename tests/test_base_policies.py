@@ -208,3 +208,21 @@ def test_every_shipped_flow_checkpoint_loads_through_its_task_config_with_type_f
     )
     policy = load_base_policy(cfg.base_policy)
     assert isinstance(policy, FlowPolicy) and policy.obs_dim == cfg.base_policy.obs_dim
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ([], r"base_policy.type='diffusion', but checkpoint .*flow/state.pt' was trained with type='flow'"),
+        (
+            ["base_policy.type=flow", "base_policy.activation_type=ReLU"],
+            r"activation_type='ReLU', but .* was trained with activation_type='Mish'",
+        ),
+    ],
+)
+def test_a_checkpoint_is_refused_for_settings_its_card_says_it_was_not_trained_with(override, error):
+    """Same shapes, other maths: a flow checkpoint read as a diffusion policy, or with another activation."""
+    folder = repo_path("checkpoints/steering/flow")
+    cfg = compose_task_config(repo_path("cfg/steering/dsrl_steering.yaml"), [*policy_files(folder), *override])
+    with pytest.raises(ValueError, match=error):
+        load_base_policy(cfg.base_policy)

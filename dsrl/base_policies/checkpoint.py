@@ -7,9 +7,10 @@ with keys prefixed ``network.``; ``ema`` is preferred when present.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
+import yaml
 from torch import nn
 
 from dsrl.files import write_atomic
@@ -25,6 +26,34 @@ def read_state_dict(path: str) -> Mapping[str, torch.Tensor]:
             return data[key]
     found = sorted(data) if isinstance(data, dict) else type(data).__name__
     raise ValueError(f"checkpoint {path!r} has neither 'ema' nor 'model' (found {found})")
+
+
+CARD = "card.yaml"
+TRAINED_SETTINGS = {
+    "diffusion": ("type", "activation_type", "out_activation_type", "denoising_steps"),
+    "flow": ("type", "activation_type", "out_activation_type", "time_scale"),
+}
+"""Per policy type, the settings a checkpoint's weights were trained for that its tensors' shapes do not show
+(the sampler's step counts, ``ddim_steps`` and ``flow_steps``, may differ from training)."""
+
+
+def check_trained_settings(cfg: Mapping[str, Any], path: str) -> None:
+    """Compare ``cfg`` with the ``card.yaml`` that ``scripts/pretrain.py`` writes beside its checkpoints, when the
+    checkpoint's folder has one (DPPO's checkpoints carry no such record).
+
+    :raises ValueError: naming the first setting of :data:`TRAINED_SETTINGS` that differs, and both values
+    """
+    card_path = os.path.join(os.path.dirname(os.path.abspath(path)), CARD)
+    if not os.path.isfile(card_path):
+        return
+    with open(card_path) as f:
+        trained = (yaml.safe_load(f) or {}).get("policy") or {}
+    for key in TRAINED_SETTINGS.get(trained.get("type"), ("type",)):
+        if key in trained and cfg.get(key) != trained[key]:
+            raise ValueError(
+                f"base_policy.{key}={cfg.get(key)!r}, but checkpoint {path!r} was trained with "
+                f"{key}={trained[key]!r} ({card_path}): set base_policy.{key}={trained[key]}"
+            )
 
 
 def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:

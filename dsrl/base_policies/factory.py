@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 
 from dsrl.base_policies.base import NoisePolicy
-from dsrl.base_policies.checkpoint import load_matching, read_state_dict
+from dsrl.base_policies.checkpoint import check_trained_settings, load_matching, read_state_dict
 from dsrl.base_policies.diffusion import DiffusionPolicy
 from dsrl.base_policies.flow import FlowPolicy
 from dsrl.base_policies.image_encoder import ImageDenoiserMLP
@@ -92,6 +92,7 @@ def load_base_policy(cfg: Mapping[str, Any], device: torch.device | str = "cpu")
     path = cfg.get("checkpoint")
     if not path:
         raise ValueError("base_policy.checkpoint is not set: give the path of a DPPO-format checkpoint")
+    check_trained_settings(cfg, path)
     policy = build_base_policy(cfg)
     load_matching(policy, read_state_dict(path), path)
     return policy.to(device).freeze()
