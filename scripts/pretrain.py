@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from dsrl.base_policies import Normalizer, build_base_policy
 from dsrl.base_policies.base import NoisePolicy
-from dsrl.base_policies.checkpoint import save_checkpoint
+from dsrl.base_policies.checkpoint import CARD, save_checkpoint
 from dsrl.config import compose_task_config, user_path
 from dsrl.data.observation_histories import ObservationHistories
 from dsrl.data.trajectories import chunk_pairs, load_dppo
@@ -51,6 +51,11 @@ def check_dataset(dataset_dir: str, base_cfg: dict) -> tuple[str, Normalizer]:
     source = f"dataset normalization {normalization_path!r}"
     normalizer.require_dims(base_cfg["obs_dim"], base_cfg["action_dim"], source)
     return train_path, normalizer
+
+
+def earlier_policy_files(out_dir: str) -> list[str]:
+    """What a pretraining run wrote into ``out_dir``: ``state.pt``, ``state_<step>.pt`` and ``card.yaml``."""
+    return sorted(glob.glob(os.path.join(out_dir, "state*.pt")) + glob.glob(os.path.join(out_dir, CARD)))
 
 
 def latest_checkpoint(out_dir: str) -> str | None:
@@ -80,10 +85,12 @@ def pretrain(cfg: DictConfig) -> None:
         raise ValueError("resume=true and overwrite=true: continue the run in output_dir or replace it, not both")
     if cfg.resume and latest is None:
         raise FileNotFoundError(f"resume=true but output_dir {out_dir!r} holds no state_<step>.pt to continue from")
-    if latest and not (cfg.resume or cfg.overwrite):
+    earlier = earlier_policy_files(out_dir)
+    if earlier and not (cfg.resume or cfg.overwrite):
+        names = ", ".join(os.path.basename(path) for path in earlier)
         raise FileExistsError(
-            f"output_dir {out_dir!r} already holds checkpoints; set overwrite=true to replace them "
-            "or resume=true to continue their run"
+            f"output_dir {out_dir!r} already holds a policy ({names}); set overwrite=true to replace it, "
+            "resume=true to continue its run, or output_dir=... to write elsewhere"
         )
     env_cfg = OmegaConf.to_container(task.env, resolve=True)
     if cfg.eval.n_episodes:
@@ -125,7 +132,7 @@ def pretrain(cfg: DictConfig) -> None:
         snapshots = saved["snapshots"]
     else:
         os.makedirs(out_dir, exist_ok=True)
-        for path in glob.glob(os.path.join(out_dir, "state*.pt")):  # overwrite=true: no earlier run's file stays
+        for path in earlier:  # overwrite=true: no earlier run's checkpoint or card stays
             os.remove(path)
         shutil.copyfile(os.path.join(dataset_dir, "normalization.npz"), os.path.join(out_dir, "normalization.npz"))
 
@@ -167,7 +174,7 @@ def pretrain(cfg: DictConfig) -> None:
         "checkpoints": snapshots,
         "state.pt": f"the ema weights of state_{cfg.train.steps}.pt",
     }
-    write_text(os.path.join(out_dir, "card.yaml"), yaml.safe_dump(card, sort_keys=False))
+    write_text(os.path.join(out_dir, CARD), yaml.safe_dump(card, sort_keys=False))
     print(f"wrote {out_dir}")
 
 

@@ -290,7 +290,14 @@ def test_pretrain_script_lowers_the_loss_and_never_overwrites_silently(tmp_path)
     assert losses[-1] < min(0.6, losses[0]), f"the noise-prediction loss starts near 1: {losses}"
 
     refused = run_script(*pretrain)
-    assert refused.returncode != 0 and "already holds checkpoints; set overwrite=true" in refused.stderr
+    assert refused.returncode != 0 and "already holds a policy (card.yaml, state.pt, state_30.pt" in refused.stderr
+    for step in (30, 60):  # a shipped policy's folder: state.pt and card.yaml only
+        os.remove(out / f"state_{step}.pt")
+    refused = run_script(*pretrain)
+    assert refused.returncode != 0 and "already holds a policy (card.yaml, state.pt); set overwrite=true" in (
+        refused.stderr
+    )
+    assert sorted(os.listdir(out)) == ["card.yaml", "normalization.npz", "state.pt"], "nothing touched"
     again = run_script(*pretrain[:-3], "train.steps=40", "train.save_every=40", "eval.n_episodes=0", "overwrite=true")
     assert again.returncode == 0, again.stderr
     assert "state_30.pt" not in os.listdir(out) and "state_40.pt" in os.listdir(out), "no stale checkpoint is left"
