@@ -148,6 +148,7 @@ def test_resume_after_sigkill_continues_counters_and_curve(tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert (tmp_path / "train_dsrl.log").is_file() and (tmp_path / ".hydra").is_dir(), "Hydra's files in run_dir"
     entry = latest(tmp_path)
     assert entry and entry["env_steps"] >= 800, "the run made no second checkpoint within the deadline"
     for key in ("model", "training_state", "replay_buffer"):
