@@ -270,8 +270,9 @@ def plot(
     in turn (e.g. the base policy alone); with ``show_seeds`` each seed's whole
     curve is a thin unlabelled line in its curve's colour. Only evaluations at
     or before ``max_steps`` env steps are read (each curve's final value is then
-    its last one there). The y axis spans the seeds' own values and the
-    references: a wider band (few seeds) is cut at its edges.
+    its last one there). The y axis spans the seeds' own values, each curve's
+    printed final mean and the references: a wider band (few seeds) is cut at
+    its edges. Seeds that share a single evaluation step are drawn as a point.
     """
     figure = Figure(figsize=(6, 4), dpi=150, layout="constrained")
     FigureCanvasAgg(figure)
@@ -281,7 +282,8 @@ def plot(
         seeds = [up_to(run_dir, *metric_of(run_dir, read_run(run_dir), metric), max_steps) for run_dir in run_dirs]
         grid, values = common_grid(seeds)
         mean = values.mean(axis=0)
-        (line,) = axes.plot(grid, mean, label=f"{label} (n={len(seeds)})")
+        marker = "o" if len(grid) == 1 else None  # seeds that share one evaluation step: a point, not a line
+        (line,) = axes.plot(grid, mean, marker=marker, label=f"{label} (n={len(seeds)})")
         if len(seeds) > 1:
             half = t_interval(values)
             axes.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -291,6 +293,7 @@ def plot(
                 axes.plot(steps, ys, color=line.get_color(), linewidth=0.8, alpha=0.4, label="_seed")
                 drawn.append(ys)
         finals = np.array([ys[-1] for _, ys in seeds])
+        drawn.append(np.array([finals.mean()]))
         last_steps = [int(steps[-1]) for steps, _ in seeds]
         interval = f"± {t_interval(finals):.4f} (95% t-interval)" if len(seeds) > 1 else "(one seed, no interval)"
         print(

@@ -174,6 +174,13 @@ def test_show_seeds_draws_each_seeds_whole_curve_past_the_common_range(runs, tmp
     plain = plot.plot({"DSRL-NA": seeds}, "eval/success_rate", str(tmp_path / "g"))
     assert [line.get_label() for line in plain.axes[0].get_lines()] == ["DSRL-NA (n=2)"]
 
+    first = csv_evaluations(runs[0])[0][0]
+    one_step = plot.plot({"DSRL-NA": runs[:1]}, "eval/success_rate", str(tmp_path / "h"), max_steps=first)
+    (point,) = one_step.axes[0].get_lines()
+    assert len(point.get_xdata()) == 1 and point.get_marker() == "o", "a single evaluation step is drawn as a point"
+    low, high = one_step.axes[0].get_ylim()
+    assert low <= point.get_ydata()[0] <= high
+
 
 def test_max_steps_cuts_each_curve_and_its_final_value_there(runs, tmp_path, capsys, monkeypatch):
     plot = load_plot_module()
