@@ -35,6 +35,16 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def hydra_dir_follows_run_dir(argv: list[str]) -> list[str]:
+    """A Hydra entry point's ``argv`` with ``hydra.run.dir=DIR`` added after a ``run_dir=DIR`` (unless it sets
+    ``hydra.run.dir`` itself), so Hydra's own files (``.hydra/``, the script's log) go into the run's directory,
+    not into a ``runs/<task>/<date>/`` beside it."""
+    run_dirs = [arg.split("=", 1)[1] for arg in argv if arg.startswith("run_dir=")]
+    if run_dirs and not any(arg.startswith("hydra.run.dir=") for arg in argv):
+        return [*argv, f"hydra.run.dir={run_dirs[-1]}"]
+    return argv
+
+
 def user_path(path: str) -> str:
     """A user-given path, relative to the directory the command was started from."""
     return os.path.abspath(os.path.expanduser(path))

@@ -20,8 +20,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import dsrl.config  # noqa: F401  (registers the ${repo:...} resolver)
 import dsrl.training as training
+from dsrl.config import hydra_dir_follows_run_dir  # (importing dsrl.config registers the ${repo:...} resolver)
 from dsrl.interrupts import RunInterrupted
 
 
@@ -50,4 +50,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = hydra_dir_follows_run_dir(sys.argv)
     main()
