@@ -36,12 +36,21 @@ register_resolvers()
 
 
 def hydra_dir_follows_run_dir(argv: list[str]) -> list[str]:
-    """A Hydra entry point's ``argv`` with ``hydra.run.dir=DIR`` added after a ``run_dir=DIR`` (unless it sets
-    ``hydra.run.dir`` itself), so Hydra's own files (``.hydra/``, the script's log) go into the run's directory,
-    not into a ``runs/<task>/<date>/`` beside it."""
-    run_dirs = [arg.split("=", 1)[1] for arg in argv if arg.startswith("run_dir=")]
-    if run_dirs and not any(arg.startswith("hydra.run.dir=") for arg in argv):
-        return [*argv, f"hydra.run.dir={run_dirs[-1]}"]
+    """A Hydra entry point's ``argv`` with Hydra's output directory set to the run's (unless ``hydra.run.dir`` is
+    given), so Hydra's own files (``.hydra/``, the script's log) go there, not into a ``runs/<task>/<date>/`` beside
+    it: ``run_dir=DIR`` adds ``hydra.run.dir=DIR``; ``resume=DIR`` too, its ``.hydra/`` files in
+    ``.hydra/resumed_<date>/`` so the run's own stay."""
+    if any(arg.startswith("hydra.run.dir=") for arg in argv):
+        return argv
+    given = {key: value for key, _, value in (arg.partition("=") for arg in argv)}
+    if given.get("resume", "null") not in ("null", ""):
+        return [
+            *argv,
+            f"hydra.run.dir={given['resume']}",
+            "hydra.output_subdir=.hydra/resumed_${now:%Y-%m-%d_%H-%M-%S}",
+        ]
+    if "run_dir" in given:
+        return [*argv, f"hydra.run.dir={given['run_dir']}"]
     return argv
 
 

@@ -227,6 +227,24 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_that_resumes(tmp_path, stop_signal
     assert latest(tmp_path)["env_steps"] >= resumed_to
 
 
+@pytest.mark.parametrize(
+    "argv, added",
+    [
+        (["run_dir=/r", "seed=1"], ["hydra.run.dir=/r"]),
+        (
+            ["resume=/r", "run_dir=/x"],
+            ["hydra.run.dir=/r", "hydra.output_subdir=.hydra/resumed_${now:%Y-%m-%d_%H-%M-%S}"],
+        ),
+        (["run_dir=/r", "hydra.run.dir=/h"], []),
+        (["resume=null", "seed=1"], []),
+    ],
+)
+def test_hydras_own_files_go_to_the_runs_directory(argv, added):
+    from dsrl.config import hydra_dir_follows_run_dir
+
+    assert hydra_dir_follows_run_dir(["train_dsrl.py", *argv]) == ["train_dsrl.py", *argv, *added]
+
+
 def ctrl_c_as_evaluate_is_first_called(monkeypatch, module):
     """Make ``module.evaluate`` send this process a SIGINT (a terminal's Ctrl-C) on its first call, then evaluate."""
     evaluate = module.evaluate
