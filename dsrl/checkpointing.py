@@ -35,11 +35,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from dsrl.files import write_atomic, write_json
 from dsrl.replay_files import save_replay_buffer
-from dsrl.settings import NOT_SET, first_difference, selected_settings
+from dsrl.settings import CONFIG, NOT_SET, first_difference, selected_settings
 
 LATEST = "latest.json"
 CHECKPOINT_FILE = re.compile(r"(model|training_state|replay_buffer)_(\d+)\.(?:zip|pt|pkl)")
-CONFIG = "config.yaml"
 MUST_MATCH = (
     "algorithm",
     "env.suite",

@@ -6,6 +6,9 @@ from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+CONFIG = "config.yaml"
+"""A run directory's resolved config, the settings it was made with (``<run_dir>/config.yaml``)."""
+
 
 class _NotSet:
     """The value shown for a setting one side does not have (a run made before the setting existed)."""

@@ -49,10 +49,11 @@ from stable_baselines3 import SAC
 
 from dsrl.algorithms.sac_diffusion_noise import SACDiffusionNoise, combine
 from dsrl.base_policies import load_base_policy
-from dsrl.checkpointing import CONFIG, load_resume
+from dsrl.checkpointing import load_resume
 from dsrl.config import base_policy_config
 from dsrl.files import write_json
 from dsrl.replay_files import load_replay_buffer
+from dsrl.settings import CONFIG
 from dsrl.training import agent_policy
 
 

@@ -27,12 +27,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dsrl.base_policies import Normalizer, load_base_policy
-from dsrl.checkpointing import CONFIG
 from dsrl.config import base_policy_config, compose_task_config, repo_path, shown_path, user_path
 from dsrl.envs.factory import check_observations, make_vec_env
 from dsrl.evaluation import BasePolicyAgent, ConstantNoiseAgent, evaluate
 from dsrl.files import write_json
-from dsrl.settings import first_difference, selected_settings
+from dsrl.settings import CONFIG, first_difference, selected_settings
 from dsrl.training import in_agent_spaces, load_model, make_video, prepare_renderer
 
 AGENT_SETTINGS = (

@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from plot import draw_references, group_paths, parse_references, save_figure, t_interval
 
-from dsrl.checkpointing import CONFIG
+from dsrl.settings import CONFIG
 
 METRICS = ("success_rate", "return_mean")
 
