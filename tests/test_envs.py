@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from dsrl.base_policies import Normalizer
 from dsrl.data.trajectories import chunk_pairs
 from dsrl.envs.diffusion_env import DiffusionPolicyEnvWrapper
-from dsrl.envs.factory import check_env_config, make_vec_env
+from dsrl.envs.factory import check_env_config, env_seeds, make_vec_env
 from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
 from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.envs.steering import SteeringEnv, collect_demonstrations
@@ -130,9 +130,35 @@ def test_noise_expansion_rejects_bad_settings():
         NoiseExpansion(4, 7, noise_action_dim=3, kind="pca")
 
 
-def steering_venv(n_envs, normalizer):
-    cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=n_envs, n_eval_envs=1, vec_env="dummy")
+def steering_venv(n_envs, normalizer, vec_env="dummy"):
+    cfg = dict(suite="steering", name="steering", max_episode_steps=32, n_envs=n_envs, n_eval_envs=1, vec_env=vec_env)
     return make_vec_env(cfg, normalizer, chunk=4, cond_steps=1, n_envs=n_envs)
+
+
+def first_observations(seed, n_envs, vec_env="dummy"):
+    """Each env's first observation (the start position / 2) after ``seed(seed)``, rows in env order."""
+    norm = Normalizer(
+        np.full(2, -2, np.float32), np.full(2, 2, np.float32), -np.ones(2, np.float32), np.ones(2, np.float32)
+    )
+    venv = steering_venv(n_envs, norm, vec_env)
+    venv.seed(seed)
+    obs = venv.reset()
+    venv.close()
+    return obs
+
+
+def test_consecutive_run_seeds_share_no_env_stream():
+    """SB3 seeds env k with seed + k: seeds 0 and 1 shared 24 of 25 envs' episodes."""
+    seeds = {s: env_seeds(s, 25) for s in (0, 1, 10_000, 10_001)}
+    assert len(set().union(*map(set, seeds.values()))) == 100
+    assert env_seeds(0, 25) == seeds[0] and env_seeds(0, 3) == seeds[0][:3]
+    starts = {s: first_observations(s, 25) for s in (0, 1)}
+    assert not np.isclose(starts[0][:, None, :], starts[1][None, :, :]).all(-1).any()
+    lone = [SteeringEnv().reset(seed=seed)[0] / 2 for seed in seeds[1]]
+    np.testing.assert_allclose(starts[1], np.stack(lone), atol=1e-6)
+    np.testing.assert_array_equal(first_observations(1, 2, "subproc"), starts[1][:2])
+    with pytest.raises(ValueError, match="seed=-1 must be non-negative"):
+        env_seeds(-1, 2)
 
 
 def test_diffusion_env_wrapper_denoises_once_with_current_obs(small_policy):

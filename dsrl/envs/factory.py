@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any, Callable, Mapping
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
@@ -53,7 +54,39 @@ SUITES: dict[str, tuple[Callable[..., gym.Env], Callable[[str, dict[str, Any]], 
     "pusht": (make_pusht_env, check_pusht_config),
     "steering": (make_steering_env, check_steering_name),
 }
-VEC_ENVS = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+
+
+def env_seeds(seed: int, n_envs: int) -> list[int]:
+    """The reset seeds of a VecEnv of ``n_envs`` envs seeded with ``seed`` (a non-negative int).
+
+    Each env's seed is drawn from its own child of ``np.random.SeedSequence(seed)``,
+    so envs of different seeds share no stream. SB3's own rule, ``seed + k``
+    for env ``k``, has run seed ``s``'s env ``k + 1`` replay run ``s + 1``'s env
+    ``k``: two consecutive seeds with 25 evaluation envs share 24 of their 25
+    evaluation streams.
+    """
+    if seed < 0:
+        raise ValueError(f"seed={seed} must be non-negative")
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n_envs)]
+
+
+class IndependentSeeds:
+    """Mixin for an SB3 VecEnv whose ``seed(s)`` gives its envs :func:`env_seeds` instead of ``s + k``."""
+
+    def seed(self, seed: int | None = None) -> list[int]:
+        self._seeds = env_seeds(super().seed(seed)[0], self.num_envs)
+        return self._seeds
+
+
+class SeededDummyVecEnv(IndependentSeeds, DummyVecEnv):
+    """SB3's DummyVecEnv with :class:`IndependentSeeds`."""
+
+
+class SeededSubprocVecEnv(IndependentSeeds, SubprocVecEnv):
+    """SB3's SubprocVecEnv with :class:`IndependentSeeds`."""
+
+
+VEC_ENVS = {"dummy": SeededDummyVecEnv, "subproc": SeededSubprocVecEnv}
 
 
 def check_env_config(env_cfg: Mapping[str, Any]) -> None:
@@ -118,7 +151,7 @@ def make_env(
 def make_vec_env(
     env_cfg: Mapping[str, Any], normalizer: Normalizer, chunk: int, cond_steps: int, n_envs: int, render: bool = False
 ) -> VecEnv:
-    """``n_envs`` copies of :func:`make_env` in the configured VecEnv (seed it with ``venv.seed``).
+    """``n_envs`` copies of :func:`make_env` in the configured VecEnv (seed it with ``venv.seed``: :func:`env_seeds`).
 
     Rendering envs (``render``) always run in the learner's process; subprocess
     workers leave SIGINT and SIGTERM to it (see :mod:`dsrl.interrupts`).
