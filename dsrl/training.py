@@ -52,6 +52,19 @@ def training_device(cfg: DictConfig) -> torch.device:
     return device
 
 
+def learning_starts(init_rollout_steps: int, n_envs: int) -> int:
+    """SB3's ``learning_starts`` (transitions) for ``init_rollout_steps`` vector steps of base-policy rollouts.
+
+    ``init_rollout_steps`` counts vector steps, as in the DSRL authors' code
+    (their 1501 on Can with 4 envs: 6,004 transitions, 24,016 simulator steps).
+    SB3 rolls out the warm-up while ``num_timesteps < learning_starts`` and
+    first updates once ``num_timesteps > learning_starts``, so ``n * n_envs - 1``
+    gives exactly ``n`` warm-up vector steps, then an update before the actor
+    first acts.
+    """
+    return max(init_rollout_steps * n_envs - 1, 0)
+
+
 def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, Any]:
     """SB3 SAC arguments shared by both variants, from ``cfg.train``."""
     train = cfg.train
@@ -61,7 +74,7 @@ def sac_kwargs(cfg: DictConfig, device: torch.device, seed: int) -> dict[str, An
     return dict(
         learning_rate=train.learning_rate,
         buffer_size=train.buffer_size,
-        learning_starts=train.init_rollout_steps,
+        learning_starts=learning_starts(train.init_rollout_steps, cfg.env.n_envs),
         batch_size=train.batch_size,
         tau=train.tau,
         gamma=train.gamma,

@@ -263,7 +263,8 @@ def end_to_end(name: str, device: torch.device, env_steps: int, seed: int, extra
             *extra,
         ],
     )
-    cfg.train.total_env_steps = cfg.train.init_rollout_steps * cfg.base_policy.horizon_steps + env_steps
+    warmup_transitions = cfg.train.init_rollout_steps * cfg.env.n_envs
+    cfg.train.total_env_steps = warmup_transitions * cfg.base_policy.horizon_steps + env_steps
     run(cfg)
     with open(f"{cfg.run_dir}/progress.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("train/env_steps_per_s") and float(r["train/gradient_steps"]) > 0]

@@ -105,7 +105,7 @@ def short_run_config(config_file: str, tmp_path, total_env_steps: int, init_roll
 
 
 def test_short_dsrl_run_on_fetch_pick_and_place(tmp_path):
-    cfg = short_run_config(PICK_AND_PLACE, tmp_path, 600, 40)
+    cfg = short_run_config(PICK_AND_PLACE, tmp_path, 600, 20)
     result = run(cfg)
     assert set(result) >= {"success_rate", "return_mean"} and 0.0 <= result["success_rate"] <= 1.0
     assert -50.0 <= result["return_mean"] <= 0.0, "sparse reward: -1 per step, at most 50 steps"
@@ -273,7 +273,7 @@ def test_policy_and_env_observations_must_match_before_training():
 
 
 def test_short_dsrl_run_on_pusht_pixels_observes_the_policy_embedding(tmp_path, caplog):
-    cfg = short_run_config(repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"), tmp_path, 480, 10)
+    cfg = short_run_config(repo_path("cfg/pusht/dsrl_pusht_pixels.yaml"), tmp_path, 480, 5)
     env = make_pusht_env(PUSHT_ID, 12, obs_type="pixels_agent_pos")
     steps, _, _ = record_episode(env, lambda obs: np.array([300.0, 300.0]), seed=0, max_steps=12)
     offline = concatenate([split_images(steps, IMAGE_SHAPE)])

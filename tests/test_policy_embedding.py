@@ -79,7 +79,7 @@ def test_runs_with_policy_embedding_observations(tmp_path, algorithm):
             f"base_policy.checkpoint={tmp_path / 'encoder.pt'}",
             f"base_policy.normalization={STEERING_NORMALIZATION}",
             "train.total_env_steps=600",
-            "train.init_rollout_steps=100",
+            "train.init_rollout_steps=25",
             "eval.interval_env_steps=0",
             "eval.n_episodes=4",
             "train.noise_action_dim=3",

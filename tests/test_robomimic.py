@@ -248,7 +248,7 @@ def test_short_dsrl_run_on_lift(tmp_path):
             "train.layer_size=32",
             "train.utd=1",
             "train.noise_critic_grad_steps=1",
-            "train.init_rollout_steps=16",
+            "train.init_rollout_steps=8",
             "train.total_env_steps=160",
             "env.n_envs=2",
             "env.n_eval_envs=2",

@@ -15,6 +15,7 @@ from dsrl.base_policies.lerobot_adapter import LeRobotDiffusionAdapter
 from dsrl.envs.factory import make_vec_env
 from dsrl.envs.prefetch import PrefetchVecEnv
 from dsrl.replay_files import load_replay_buffer, save_replay_buffer
+from dsrl.training import learning_starts
 
 MAGNITUDE = 0.8
 
@@ -534,3 +535,16 @@ def test_a_partly_filled_distillation_buffer_round_trips_through_a_compact_check
             == (1000, 2, getattr(original, name).shape[2])
         )
         np.testing.assert_array_equal(getattr(restored, name), getattr(original, name), err_msg=name)
+
+
+def test_init_rollout_steps_counts_vector_steps_then_an_update_comes_before_the_actor_acts(steering_policy):
+    """The authors' init_rollout_steps: n vector steps of base-policy rollouts (n x n_envs transitions)."""
+    assert (learning_starts(1501, 4), learning_starts(5, 2), learning_starts(0, 4)) == (6003, 9, 0)
+    model = make_model(steering_policy, learning_starts=learning_starts(5, 2), gradient_steps=1)
+    warmup_draws, updates_when_acting = [], []
+    sample, predict_noise = model.noise_space.sample, model.predict_noise
+    model.noise_space.sample = lambda: warmup_draws.append(model.num_timesteps) or sample()
+    model.predict_noise = lambda *a, **k: updates_when_acting.append(model._n_updates) or predict_noise(*a, **k)
+    model.learn(total_timesteps=14)
+    assert warmup_draws == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8]
+    assert updates_when_acting == [1, 2]

@@ -180,7 +180,7 @@ def test_gym_hopper_run_logs_evaluates_and_checkpoints(tmp_path, hopper_files):
         f"base_policy.checkpoint={checkpoint}",
         f"base_policy.normalization={normalization}",
         "train.total_env_steps=400",
-        "train.init_rollout_steps=40",
+        "train.init_rollout_steps=20",
         "train.utd=2",
         "train.layer_size=32",
         "env.n_envs=2",
@@ -227,7 +227,7 @@ def test_dead_env_worker_stops_the_run_with_a_clear_error(tmp_path, monkeypatch)
         "env.n_envs=2",
         "train.utd=1",
         "save_model_interval=200",
-        "train.init_rollout_steps=1000",
+        "train.init_rollout_steps=250",
         "eval.interval_env_steps=0",
     )
     with pytest.raises(RuntimeError, match=r"environment worker process died .* latest checkpoint: .*model_\d+.zip"):
@@ -310,7 +310,7 @@ def test_time_limit_is_a_truncation_or_a_terminal_in_the_td_target(tmp_path, alg
         tmp_path,
         f"algorithm={algorithm}",
         f"train.bootstrap_time_limit={bootstrap}",
-        "train.init_rollout_steps=1000",
+        "train.init_rollout_steps=250",
         "env.max_episode_steps=12",  # too short to reach the goal line: every episode ends at the time limit
     )
     policy = load_base_policy(dict(cfg.base_policy))

@@ -119,7 +119,7 @@ def steer(out: str, steps: int, algorithm: str, run_dir: str) -> dict[str, float
             "env.n_envs=2",
             "env.n_eval_envs=2",
             f"train.total_env_steps={steps}",
-            "train.init_rollout_steps=8",
+            "train.init_rollout_steps=4",
             "train.layer_size=64",
             "train.utd=1",
             "train.batch_size=32",
