@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,7 +22,13 @@ DSRL_NA_OPTIONS = {  # train.<option> only DSRL-NA has, and why SB3's SAC (dsrl_
     "overlap_env_steps": "which steps its envs",
     "kl_to_base_noise": "whose entropy term it cannot change",
     "torch_compile": "whose gradient steps it runs as they are",
+    "precompute_distillation": "which has no noise critic to distil",
+    "load_offline_data": "whose buffer holds noise, which offline data lacks",
 }
+BASE_CONFIG = Path(__file__).resolve().parent / "conf" / "dsrl_base.yaml"
+OPEN_SECTIONS = ("hydra", "base_policy", "env.kwargs")
+"""Sections whose keys dsrl_base.yaml does not list: Hydra's own, the base policy's (``build_base_policy`` refuses
+unknown ones) and the simulator's constructor arguments."""
 
 
 def repo_path(relative: str) -> str:
@@ -72,13 +81,41 @@ def shown_path(path: str) -> str:
     return str(absolute.relative_to(REPO_ROOT)) if absolute.is_relative_to(REPO_ROOT) else path
 
 
+def check_known_keys(settings: dict[str, Any], known: dict[str, Any], prefix: str = "") -> None:
+    """Raise a ValueError naming a key of ``settings`` that ``known`` (dsrl_base.yaml) lacks, and the closest one.
+
+    A key misspelt in a task config, a recipe or a ``+key=`` override would
+    otherwise be ignored and the default left in force.
+    """
+    for key, value in settings.items():
+        path = f"{prefix}{key}"
+        if path in OPEN_SECTIONS:
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(str(key), [str(name) for name in known], n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ValueError(f"{path} is not a setting ({shown_path(str(BASE_CONFIG))} lists every one){hint}")
+        if isinstance(value, dict) and isinstance(known[key], dict):
+            check_known_keys(value, known[key], f"{path}.")
+
+
+def check_positive_number(name: str, value: Any) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a finite number > 0")
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Raise a ValueError naming the field and value of the first invalid setting."""
+    check_known_keys(
+        OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(OmegaConf.load(BASE_CONFIG), resolve=False)
+    )
     if cfg.algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm={cfg.algorithm!r} is not one of {ALGORITHMS}")
     train = cfg.train
-    if not train.action_magnitude > 0:
-        raise ValueError(f"train.action_magnitude={train.action_magnitude} must be > 0")
+    check_positive_number("train.action_magnitude", train.action_magnitude)
+    if isinstance(train.noise_action_dim, bool) or not isinstance(train.noise_action_dim, int):
+        raise ValueError(f"train.noise_action_dim={train.noise_action_dim!r} must be an integer (<= 0: the full noise)")
     if not isinstance(train.utd, int) or train.utd < 1:
         raise ValueError(f"train.utd={train.utd!r} must be an integer >= 1")
     if train.critic_backup_combine_type not in COMBINE_TYPES:
@@ -99,15 +136,16 @@ def check_run_config(cfg: DictConfig) -> None:
     if train.noise_expansion not in EXPANSIONS:
         raise ValueError(f"train.noise_expansion={train.noise_expansion!r} is not one of {EXPANSIONS}")
     for option, why in DSRL_NA_OPTIONS.items():
-        if train[option] and cfg.algorithm != "dsrl_na":
-            raise ValueError(f"train.{option}=true is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, {why}")
+        value = train[option]
+        if value and cfg.algorithm != "dsrl_na":
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise ValueError(f"train.{option}={shown} is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, {why}")
     if train.actor_combine_type == "mean" and cfg.algorithm != "dsrl_na":
         raise ValueError(
             f"train.actor_combine_type=mean is DSRL-NA's; algorithm={cfg.algorithm} runs SB3's SAC, whose actor "
             "takes the min over its critics"
         )
-    if not train.kl_prior_noise_scale > 0:
-        raise ValueError(f"train.kl_prior_noise_scale={train.kl_prior_noise_scale} must be > 0")
+    check_positive_number("train.kl_prior_noise_scale", train.kl_prior_noise_scale)
     if train.kl_prior_noise_scale != 1 and not train.kl_to_base_noise:
         raise ValueError(
             f"train.kl_prior_noise_scale={train.kl_prior_noise_scale} scales the prior of train.kl_to_base_noise, "

@@ -282,8 +282,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
             model = build_agent(cfg, env, base_policy, device)
         eval_env = in_agent_spaces(cfg, eval_env, base_policy)
         if cfg.train.load_offline_data and not resume:
-            if cfg.algorithm != "dsrl_na":
-                raise ValueError("train.load_offline_data needs algorithm=dsrl_na (DSRL-SAC's buffer holds noise)")
             if cond_steps != 1:
                 raise ValueError(
                     f"train.load_offline_data needs a base policy of one observation (base_policy.cond_steps="

@@ -20,6 +20,7 @@ Prints the success rate and mean return with 95% confidence intervals;
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import os
 
@@ -49,15 +50,29 @@ AGENT_SETTINGS = (
 )
 """What a trained agent plays through: its task, base policy and noise space (its networks and
 hyperparameters are in its checkpoint)."""
+AGENT_SPACES = (
+    "algorithm",
+    "train.action_magnitude",
+    "train.noise_action_dim",
+    "train.noise_expansion",
+    "train.agent_obs",
+)
+"""The settings its networks' input and output spaces are built from: an override of them cannot apply."""
 
 
 def agent_config(agent: str, config_file: str | None, overrides: list[str]) -> tuple[DictConfig, str]:
     """The config an agent was trained in (its run's config.yaml over ``config_file``, or over the defaults of
     every task when None, which fill in settings newer than the run) with ``overrides``, and that file's path.
 
-    :raises FileNotFoundError: the checkpoint is not in its run's ``checkpoints/`` folder
-    :raises ValueError: ``config_file`` (with the same overrides) differs from the run on :data:`AGENT_SETTINGS`
+    :raises FileNotFoundError: the checkpoint does not exist or is not in its run's ``checkpoints/`` folder
+    :raises ValueError: an override changes one of :data:`AGENT_SPACES`, or ``config_file`` (with the same
+        overrides) differs from the run on :data:`AGENT_SETTINGS`
     """
+    if not os.path.isfile(agent):
+        saved = [
+            os.path.basename(f) for f in sorted(glob.glob(os.path.join(os.path.dirname(agent) or ".", "model_*.zip")))
+        ]
+        raise FileNotFoundError(f"--agent {agent} does not exist; its folder holds {saved or 'no model_*.zip'}")
     run_config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(agent))), CONFIG)
     if not os.path.isfile(run_config):
         raise FileNotFoundError(
@@ -68,7 +83,15 @@ def agent_config(agent: str, config_file: str | None, overrides: list[str]) -> t
     OmegaConf.set_struct(cfg, False)
     cfg = OmegaConf.merge(cfg, OmegaConf.load(run_config))  # a setting newer than the run keeps today's default
     OmegaConf.set_struct(cfg, True)  # an override of a key that does not exist is an error
+    trained = cfg
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    difference = first_difference(*(selected_settings(c, AGENT_SPACES) for c in (trained, cfg)))
+    if difference:
+        key, was, now = difference
+        raise ValueError(
+            f"--agent {agent} acts in the noise space it was trained in ({key}={was!r}, {run_config}); "
+            f"the override {key}={now!r} cannot apply"
+        )
     if config_file:
         given = compose_task_config(config_file, ["run_dir=unused", *overrides])
         difference = first_difference(*(selected_settings(c, AGENT_SETTINGS) for c in (cfg, given)))

@@ -40,7 +40,15 @@ def steering_config(tmp_path, *overrides):
         ("base_policy.normalization={hopper_normalization}", "normalization has obs_min of 11 dims, but .*obs_dim=2"),
         ("wandb.log_checkpoints=true", r"wandb.log_checkpoints=true logs W&B artifacts, but wandb.mode=disabled"),
         ("wandb.log_videos=true", r"wandb.log_videos=true logs W&B artifacts, but wandb.mode=disabled"),
-        ("train.kl_prior_noise_scale=0", r"train.kl_prior_noise_scale=0 must be > 0"),
+        ("train.kl_prior_noise_scale=0", r"train.kl_prior_noise_scale=0 must be a finite number > 0"),
+        ("train.action_magnitude=abc", "train.action_magnitude='abc' must be a finite number > 0"),
+        ("train.action_magnitude=inf", "train.action_magnitude=inf must be a finite number > 0"),
+        ("train.noise_action_dim=abc", r"train.noise_action_dim='abc' must be an integer \(<= 0: the full noise\)"),
+        (
+            "+train.utdd=5",
+            r"train.utdd is not a setting \(dsrl/conf/dsrl_base.yaml lists every one\); did you mean train.utd\?",
+        ),
+        ("+evl.n_episodes=5", r"^evl is not a setting .*; did you mean eval\?"),
         ("train.actor_combine_type=max", "train.actor_combine_type='max' is not null, min or mean"),
         (
             "algorithm=dsrl_sac train.actor_combine_type=mean",
@@ -64,10 +72,25 @@ def test_bad_config_fails_before_training_naming_field(tmp_path, hopper_files, o
     assert not os.path.exists(tmp_path / "progress.csv")
 
 
-@pytest.mark.parametrize("option", ["overlap_env_steps", "kl_to_base_noise", "torch_compile"])
-def test_dsrl_na_options_are_refused_for_dsrl_sac(tmp_path, option):
-    with pytest.raises(ValueError, match=f"train.{option}=true is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC"):
-        run(steering_config(tmp_path, "algorithm=dsrl_sac", f"train.{option}=true"))
+def test_a_key_misspelt_in_a_config_file_is_refused_not_ignored(tmp_path):
+    with open(STEERING_CONFIG) as f:
+        text = f.read()
+    assert "\n  utd: 4\n" in text
+    (tmp_path / "typo.yaml").write_text(text.replace("\n  utd: 4\n", "\n  utdd: 4\n"))
+    cfg = compose_task_config(str(tmp_path / "typo.yaml"), [f"run_dir={tmp_path}", "wandb.mode=disabled"])
+    with pytest.raises(ValueError, match=r"^train.utdd is not a setting .*; did you mean train.utd\?$"):
+        run(cfg)
+    assert not os.path.exists(tmp_path / "progress.csv")
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [(name, "true") for name in ("overlap_env_steps", "kl_to_base_noise", "torch_compile", "precompute_distillation")]
+    + [("load_offline_data", "'demos.npz'")],
+)
+def test_dsrl_na_options_are_refused_for_dsrl_sac(tmp_path, option, value):
+    with pytest.raises(ValueError, match=f"train.{option}={value} is DSRL-NA's; algorithm=dsrl_sac runs SB3's SAC"):
+        run(steering_config(tmp_path, "algorithm=dsrl_sac", f"train.{option}={value.strip(chr(39))}"))
     assert not os.path.exists(tmp_path / "progress.csv")
 
 

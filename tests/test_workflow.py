@@ -511,6 +511,12 @@ def test_evaluate_script_base_policy_and_a_trained_dsrl_sac_agent(tmp_path):
     refused = evaluate_script("--episodes", "10", "--agent", model, status=1)  # the task config is DSRL-NA's
     assert f"was trained with algorithm='dsrl_sac' ({run_dir / 'config.yaml'}), --config" in refused
     assert "has 'dsrl_na': leave out --config to evaluate the agent as it was trained" in refused
+    missing = str(run_dir / "checkpoints" / "model_1.zip")
+    refused = evaluate_script("--agent", missing, config=None, status=1)
+    assert f"--agent {missing} does not exist; its folder holds ['{os.path.basename(model)}']" in refused
+    refused = evaluate_script("--agent", model, "train.action_magnitude=2.0", config=None, status=1)
+    assert "acts in the noise space it was trained in (train.action_magnitude=1.0, " in refused
+    assert "the override train.action_magnitude=2.0 cannot apply" in refused
     out = evaluate_script("--episodes", "10", "--agent", model, "--json", str(tmp_path / "agent.json"), config=None)
     with open(tmp_path / "agent.json") as f:
         agent = json.load(f)
