@@ -3,6 +3,7 @@
 import csv
 import glob
 import json
+import math
 import os
 from types import SimpleNamespace
 
@@ -287,8 +288,11 @@ def test_a_recipe_sets_the_flags_of_its_documented_runs_and_nothing_else(recipe,
     assert OmegaConf.masked_copy(plain, ["env", "base_policy", "eval", "algorithm"]) == OmegaConf.masked_copy(
         cfg, ["env", "base_policy", "eval", "algorithm"]
     )
-    documented = OmegaConf.load(repo_path(f"{run_dir}/config.yaml")).train
+    documented_run = OmegaConf.load(repo_path(f"{run_dir}/config.yaml"))
+    documented = documented_run.train
     documented.setdefault("kl_prior_noise_scale", 1.0)  # runs from before the key had the base policy's own noise
+    # The runs predate 79d37ba, when init_rollout_steps counted transitions, not vector steps of all envs.
+    documented.init_rollout_steps = math.ceil(documented.init_rollout_steps / documented_run.env.n_envs)
     assert changed and {key: cfg.train[key] for key in changed} == {key: documented[key] for key in changed}
 
 
