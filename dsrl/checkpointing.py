@@ -53,7 +53,13 @@ MUST_MATCH = (
 """Settings a resumed run must share with the run it continues (dotted config keys; a section means
 each of its settings): the saved model keeps its own hyperparameters, so a changed one would be
 ignored, and the replay buffer's shape depends on ``env.n_envs``."""
-MAY_CHANGE = ("train.total_env_steps", "train.cuda_graphs", "train.torch_compile", "train.overlap_env_steps")
+MAY_CHANGE = (
+    "train.total_env_steps",
+    "train.cuda_graphs",
+    "train.torch_compile",
+    "train.autocast_bf16",
+    "train.overlap_env_steps",
+)
 """Settings inside :data:`MUST_MATCH` that a resumed run may change (the length, and how fast it runs)."""
 
 

@@ -22,6 +22,7 @@ DSRL_NA_OPTIONS = {  # train.<option> only DSRL-NA has, and why SB3's SAC (dsrl_
     "overlap_env_steps": "which steps its envs",
     "kl_to_base_noise": "whose entropy term it cannot change",
     "torch_compile": "whose gradient steps it runs as they are",
+    "autocast_bf16": "whose gradient steps it runs as they are",
     "precompute_distillation": "which has no noise critic to distil",
     "load_offline_data": "whose buffer holds noise, which offline data lacks",
 }

@@ -144,6 +144,7 @@ def build_agent(cfg: DictConfig, env: VecEnv, base_policy: NoisePolicy, device: 
             precompute_distillation=cfg.train.precompute_distillation,
             cuda_graphs=cfg.train.cuda_graphs,
             torch_compile=cfg.train.torch_compile,
+            autocast_bf16=cfg.train.autocast_bf16,
             overlap_env_steps=cfg.train.overlap_env_steps,
             noise_action_dim=cfg.train.noise_action_dim,
             noise_expansion=cfg.train.noise_expansion,
@@ -166,6 +167,7 @@ def load_model(cfg: DictConfig, path: str, env: VecEnv, base_policy: NoisePolicy
             base_policy=agent_policy(cfg, base_policy),
             cuda_graphs=cfg.train.cuda_graphs,
             torch_compile=cfg.train.torch_compile,
+            autocast_bf16=cfg.train.autocast_bf16,
             overlap_env_steps=cfg.train.overlap_env_steps,
         )
     return SAC.load(path, env=in_agent_spaces(cfg, env, base_policy), device=device)

@@ -5,6 +5,7 @@
     python scripts/benchmark.py --e2e hopper --e2e-steps 3000   # also a short learn() on real simulators
     python scripts/benchmark.py --configs can train.fused_optimizer=false   # config overrides for every config
     python scripts/benchmark.py --configs can --compiled   # also the update compiled (train.torch_compile=true)
+    python scripts/benchmark.py --configs can --bf16       # also in bfloat16 autocast (train.autocast_bf16=true)
     python scripts/benchmark.py --configs "" --sim can,transport --sim-procs 4   # Robomimic simulators alone
 
 For each config (the task config's base policy with random weights, its
@@ -20,7 +21,10 @@ widths, utd and DDIM steps; replay buffers filled with random transitions):
   MlpPolicy at the same widths and dimensions, for orientation.
 - with ``--compiled``, ``dsrl_na_compiled_update_s``: the same update of a
   second agent with ``train.torch_compile=true`` (its first call, which
-  compiles, is the warm-up), and ``dsrl_na_compiled_over_floor``.
+  compiles, is the warm-up), and ``dsrl_na_compiled_over_floor``;
+- with ``--bf16``, ``dsrl_na_bf16_update_s`` with ``train.autocast_bf16=true``
+  (and with both flags ``dsrl_na_compiled_bf16_update_s``), each with its
+  ratio to the (float32) floor.
 
 Besides: the DSRL-SAC wrapper's overhead per environment step (denoising 4
 envs' noise, over an env that costs nothing), base-policy sampling rates
@@ -183,8 +187,16 @@ def dsrl_na_agent(cfg: DictConfig, env, base, device: torch.device, rng: np.rand
     return model
 
 
+VARIANTS = {
+    "compiled": {"torch_compile": True},
+    "bf16": {"autocast_bf16": True},
+    "compiled_bf16": {"torch_compile": True, "autocast_bf16": True},
+}
+"""Speed options timed besides the default update (``--compiled``, ``--bf16``, both): ``train`` settings."""
+
+
 def benchmark_config(
-    name: str, device: torch.device, repeats: int, seed: int, extra: list[str], compiled: bool = False
+    name: str, device: torch.device, repeats: int, seed: int, extra: list[str], variants: list[str] = ()
 ) -> dict[str, float]:
     path, overrides = CONFIGS[name]
     cfg = compose_task_config(repo_path(path), ["run_dir=unused", f"device={device}", *overrides, *extra])
@@ -216,10 +228,10 @@ def benchmark_config(
         "sb3_sac_update_s": median_seconds(lambda: sac.train(utd, batch), repeats, device),
     }
     result["dsrl_na_over_floor"] = result["dsrl_na_update_s"] / result["floor_update_s"]
-    if compiled:
-        model = dsrl_na_agent(cfg, env, base, device, rng, torch_compile=True)
-        result["dsrl_na_compiled_update_s"] = median_seconds(lambda: model.train(utd, batch), repeats, device)
-        result["dsrl_na_compiled_over_floor"] = result["dsrl_na_compiled_update_s"] / result["floor_update_s"]
+    for variant in variants:  # the first call (compiling, if so) is the warm-up
+        model = dsrl_na_agent(cfg, env, base, device, rng, **VARIANTS[variant])
+        result[f"dsrl_na_{variant}_update_s"] = median_seconds(lambda: model.train(utd, batch), repeats, device)
+        result[f"dsrl_na_{variant}_over_floor"] = result[f"dsrl_na_{variant}_update_s"] / result["floor_update_s"]
     for n in (1, 256):
         seconds = median_seconds(lambda: base(obs[n], noise[n]), max(repeats, 20), device, warmup=3)
         result[f"base_policy_samples_per_s_batch_{n}"] = n / seconds
@@ -306,6 +318,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (after one warm-up)")
     parser.add_argument("--compiled", action="store_true", help="also time the update with train.torch_compile=true")
+    parser.add_argument("--bf16", action="store_true", help="also time the update with train.autocast_bf16=true")
     parser.add_argument("--e2e", default="", help="comma-separated configs for the end-to-end learn() measurement")
     parser.add_argument("--e2e-steps", type=int, default=2000, help="simulator steps timed after the warm-up")
     parser.add_argument("--sim", default="", help="comma-separated Robomimic tasks whose simulators to time alone")
@@ -327,8 +340,10 @@ def main() -> None:
         "overrides": args.overrides,
         "configs": {},
     }
+    variants = [v for v, wanted in (("compiled", args.compiled), ("bf16", args.bf16)) if wanted]
+    variants += ["compiled_bf16"] if args.compiled and args.bf16 else []
     for name in filter(None, args.configs.split(",")):
-        report["configs"][name] = benchmark_config(name, device, args.repeats, args.seed, args.overrides, args.compiled)
+        report["configs"][name] = benchmark_config(name, device, args.repeats, args.seed, args.overrides, variants)
     for name in filter(None, args.e2e.split(",")):
         report["configs"].setdefault(name, {})["end_to_end_sim_steps_per_s"] = end_to_end(
             name, device, args.e2e_steps, args.seed, args.overrides
@@ -354,8 +369,14 @@ MEASURES = {
     "dsrl_na_update_s": "{:.4f}".format,
     "floor_update_s": "{:.4f}".format,
     "dsrl_na_over_floor": "{:.2f}x".format,
-    "dsrl_na_compiled_update_s": "{:.4f}".format,
-    "dsrl_na_compiled_over_floor": "{:.2f}x".format,
+    **{
+        measure: fmt
+        for variant in VARIANTS
+        for measure, fmt in (
+            (f"dsrl_na_{variant}_update_s", "{:.4f}".format),
+            (f"dsrl_na_{variant}_over_floor", "{:.2f}x".format),
+        )
+    },
     "sb3_sac_update_s": "{:.4f}".format,
     "dsrl_sac_wrapper_overhead_s_per_env_step": "{:.2e}".format,
     "base_policy_samples_per_s_batch_1": "{:,.0f}".format,

@@ -15,23 +15,26 @@ FIELDS = {
     "base_policy_samples_per_s_batch_1",
     "base_policy_samples_per_s_batch_256",
 }
-COMPILED_FIELDS = {"dsrl_na_compiled_update_s", "dsrl_na_compiled_over_floor"}
+VARIANT_FIELDS = {
+    f"dsrl_na_{variant}_{measure}"
+    for variant in ("compiled", "bf16", "compiled_bf16")
+    for measure in ("update_s", "over_floor")
+}
 SIM_FIELDS = {"simulator_steps_per_s", "robosuite_steps_per_s", "simulator_speedup"}
 
 
 def test_benchmark_json_has_every_measure(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, str(REPO_ROOT / "scripts/benchmark.py"), "--configs", "hopper", "--repeats", "1"]
-    command += ["--compiled", "--device", "cpu", "--json", str(out)]
+    command += ["--compiled", "--bf16", "--device", "cpu", "--json", str(out)]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and set(report["configs"]) == {"hopper"}
     hopper = report["configs"]["hopper"]
-    assert set(hopper) == FIELDS | COMPILED_FIELDS
-    assert hopper["dsrl_na_over_floor"] == hopper["dsrl_na_update_s"] / hopper["floor_update_s"]
-    compiled_ratio = hopper["dsrl_na_compiled_update_s"] / hopper["floor_update_s"]
-    assert hopper["dsrl_na_compiled_over_floor"] == compiled_ratio
+    assert set(hopper) == FIELDS | VARIANT_FIELDS
+    for prefix in ("dsrl_na", "dsrl_na_compiled", "dsrl_na_bf16", "dsrl_na_compiled_bf16"):
+        assert hopper[f"{prefix}_over_floor"] == hopper[f"{prefix}_update_s"] / hopper["floor_update_s"]
     assert all(hopper[k] > 0 for k in FIELDS - {"dsrl_sac_wrapper_overhead_s_per_env_step"})
     assert "dsrl_na_update_s" in result.stdout and "floor_update_s" in result.stdout
 

@@ -85,7 +85,16 @@ def test_a_key_misspelt_in_a_config_file_is_refused_not_ignored(tmp_path):
 
 @pytest.mark.parametrize(
     "option, value",
-    [(name, "true") for name in ("overlap_env_steps", "kl_to_base_noise", "torch_compile", "precompute_distillation")]
+    [
+        (name, "true")
+        for name in (
+            "overlap_env_steps",
+            "kl_to_base_noise",
+            "torch_compile",
+            "autocast_bf16",
+            "precompute_distillation",
+        )
+    ]
     + [("load_offline_data", "'demos.npz'")],
 )
 def test_dsrl_na_options_are_refused_for_dsrl_sac(tmp_path, option, value):
@@ -160,7 +169,7 @@ def test_base_policy_alone_is_evaluated_once_before_training_on_the_agents_episo
 
 
 @pytest.mark.parametrize(
-    "algorithm, precompute, noise_action_dim, overlap, torch_compile",
+    "algorithm, precompute, noise_action_dim, overlap, compiled_bf16",
     [
         ("dsrl_na", False, 0, False, False),
         ("dsrl_na", True, 0, False, False),
@@ -172,7 +181,7 @@ def test_base_policy_alone_is_evaluated_once_before_training_on_the_agents_episo
     ],
     ids=["na", "na_pairs", "na_overlap", "na_every_speed_option", "sac", "na_low_dim", "sac_low_dim"],
 )
-def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim, overlap, torch_compile):
+def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_action_dim, overlap, compiled_bf16):
     torch.manual_seed(0)
     cfg = steering_config(
         tmp_path,
@@ -180,7 +189,8 @@ def test_dsrl_solves_the_steering_task(tmp_path, algorithm, precompute, noise_ac
         f"train.precompute_distillation={precompute}",
         f"train.noise_action_dim={noise_action_dim}",
         f"train.overlap_env_steps={overlap}",
-        f"train.torch_compile={torch_compile}",
+        f"train.torch_compile={compiled_bf16}",
+        f"train.autocast_bf16={compiled_bf16}",
         "train.total_env_steps=4500",
         "eval.interval_env_steps=0",
         "eval.n_episodes=100",

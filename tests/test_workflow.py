@@ -419,7 +419,8 @@ def test_resume_refuses_another_task_other_training_settings_or_a_non_run_direct
         run(steering(tmp_path / "new", f"resume={run_dir / 'checkpoints'}", "train.total_env_steps=600"))
     changed = (
         r"its run has train.utd=2, this config has 3; .*"
-        r"\(only train.total_env_steps, train.cuda_graphs, train.torch_compile, train.overlap_env_steps may change\)"
+        r"\(only train.total_env_steps, train.cuda_graphs, train.torch_compile, train.autocast_bf16, "
+        r"train.overlap_env_steps may change\)"
     )
     with pytest.raises(ValueError, match=changed):
         run(steering(tmp_path / "new", f"resume={run_dir}", "train.total_env_steps=600", "train.utd=3"))
@@ -431,7 +432,7 @@ def test_resume_refuses_another_task_other_training_settings_or_a_non_run_direct
     assert not os.path.exists(tmp_path / "other")
     saved = OmegaConf.load(run_dir / "config.yaml")  # as written by a dsrl from before the setting existed
     del saved.train["precompute_distillation"]
-    for speed_setting in ("cuda_graphs", "torch_compile", "overlap_env_steps"):  # these may differ
+    for speed_setting in ("cuda_graphs", "torch_compile", "autocast_bf16", "overlap_env_steps"):  # these may differ
         del saved.train[speed_setting]
     OmegaConf.save(saved, run_dir / "config.yaml")
     older = (

@@ -1,5 +1,5 @@
-"""A training step's gradient computation run faster: compiled into fused kernels, or replayed as one CUDA graph
-instead of hundreds of kernel launches (or both: the graph replays the compiled kernels)."""
+"""A training step's gradient computation run faster: in bfloat16 autocast, compiled into fused kernels, or replayed
+as one CUDA graph instead of hundreds of kernel launches (or all: the graph replays the compiled kernels)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ def compiled(step: Callable[..., Sequence[torch.Tensor]]) -> Callable[..., Seque
     def run(*inputs: torch.Tensor) -> Sequence[torch.Tensor]:
         with distribution_checks_off():
             return compiled_step(*inputs)
+
+    return run
+
+
+def in_bf16_autocast(
+    step: Callable[..., Sequence[torch.Tensor]], device_type: str
+) -> Callable[..., Sequence[torch.Tensor]]:
+    """``step`` run under bfloat16 autocast: matmuls in bfloat16, losses, reductions, exp and log in float32.
+
+    Parameters and the gradients ``step`` returns stay float32. Autocast's
+    cache of cast weights is off: a compiled step or a CUDA graph must cast
+    the weights as the optimizer left them, not reuse casts from an earlier call.
+    """
+
+    def run(*inputs: torch.Tensor) -> Sequence[torch.Tensor]:
+        with torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=False):
+            return step(*inputs)
 
     return run
 

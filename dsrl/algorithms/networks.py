@@ -20,8 +20,26 @@ from stable_baselines3.sac.policies import Actor
 from torch import nn
 
 
+class FullPrecisionLinear(nn.Linear):
+    """A Linear layer computed in float32 under autocast too (an output layer whose values feed log-probabilities
+    or TD errors, which bfloat16's 8-bit mantissa would swamp)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def in_full_precision(head: nn.Linear) -> FullPrecisionLinear:
+    """``head`` as a :class:`FullPrecisionLinear` with the same parameters (no random draws: seeded runs keep
+    their initialisation)."""
+    full = nn.utils.skip_init(FullPrecisionLinear, head.in_features, head.out_features, device=head.weight.device)
+    full.load_state_dict(head.state_dict())
+    return full
+
+
 class LayerNormActor(Actor):
-    """SB3's squashed-Gaussian SAC actor with LayerNorm after each hidden Linear.
+    """SB3's squashed-Gaussian SAC actor with LayerNorm after each hidden Linear; its mean and log-std output
+    layers compute in float32 under autocast too (:class:`FullPrecisionLinear`).
 
     :param layer_norm: insert LayerNorm after each hidden Linear layer
     :param zero_init: start the mean and log-std output layers at zero, so that in every state the untrained
@@ -41,6 +59,8 @@ class LayerNormActor(Actor):
                     self.features_dim, -1, self.net_arch, self.activation_fn, post_linear_modules=[nn.LayerNorm]
                 )
             )
+        if not self.use_sde:
+            self.mu, self.log_std = in_full_precision(self.mu), in_full_precision(self.log_std)
         if zero_init:
             if self.use_sde:
                 raise ValueError("zero_init needs the plain Gaussian actor (use_sde=False)")
@@ -53,16 +73,24 @@ class LayerNormActor(Actor):
 
 
 class EnsembleLinear(nn.Module):
-    """``n`` independent Linear layers applied as one batched matmul: (n, B, in) -> (n, B, out)."""
+    """``n`` independent Linear layers applied as one batched matmul: (n, B, in) -> (n, B, out).
 
-    def __init__(self, n: int, in_features: int, out_features: int):
+    :param full_precision: compute in float32 under autocast too (a critic's output layer: the TD error is a
+        small difference of two values, which bfloat16's 8-bit mantissa would swamp)
+    """
+
+    def __init__(self, n: int, in_features: int, out_features: int, full_precision: bool = False):
         super().__init__()
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(n, in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n, 1, out_features).uniform_(-bound, bound))
+        self.full_precision = full_precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        if not self.full_precision:
+            return torch.baddbmm(self.bias, x, self.weight)
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.baddbmm(self.bias, x.float(), self.weight)
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -127,7 +155,7 @@ class EnsembleCritic(BaseModel):
             if layer_norm:
                 layers.append(EnsembleLayerNorm(n_critics, d_out))
             layers.append(activation_fn())
-        layers.append(EnsembleLinear(n_critics, widths[-1], 1))
+        layers.append(EnsembleLinear(n_critics, widths[-1], 1, full_precision=True))
         self.q_net = nn.Sequential(*layers)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -12,7 +12,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.type_aliases import GymEnv
 
 from dsrl.algorithms.distillation_buffer import DistillationReplayBuffer
-from dsrl.algorithms.graphed_step import GraphedStep, check_compiler_works, compiled
+from dsrl.algorithms.graphed_step import GraphedStep, check_compiler_works, compiled, in_bf16_autocast
 from dsrl.algorithms.policies import NoiseAliasingPolicy
 from dsrl.base_policies.base import NoisePolicy
 from dsrl.envs.noise_space import NoiseBox, NoiseExpansion
@@ -69,7 +69,8 @@ class SACDiffusionNoise(SAC):
 
     Each gradient step computes all its gradients first (each of its losses
     reads the parameters as they were before the step), then steps the
-    optimizers; with ``torch_compile`` the gradient computations are compiled
+    optimizers; with ``autocast_bf16`` they run under bfloat16 autocast
+    (:func:`in_bf16_autocast`), with ``torch_compile`` they are compiled
     (:func:`compiled`), and on CUDA with ``cuda_graphs`` they run as captured
     CUDA graphs (:class:`GraphedStep`), the optimizer and polyak steps eagerly.
 
@@ -115,6 +116,10 @@ class SACDiffusionNoise(SAC):
         same maths up to float rounding; the first ``train`` call compiles
         (about half a minute); with ``cuda_graphs`` the graphs replay the
         compiled kernels
+    :param autocast_bf16: run each gradient computation (networks, DDIM passes,
+        losses, backward) under bfloat16 autocast: matmuls in bfloat16, losses
+        and reductions in float32, parameters and optimizer state float32;
+        acting and evaluation stay float32
     :param noise_action_dim: the actor's and Q_W's noise dimension k (low-dimensional
         steering, expanded to the base policy's noise by :class:`NoiseExpansion`); <= 0: the full
         noise_steps * action_dim noise
@@ -139,6 +144,7 @@ class SACDiffusionNoise(SAC):
         precompute_distillation: bool = False,
         cuda_graphs: bool = True,
         torch_compile: bool = False,
+        autocast_bf16: bool = False,
         overlap_env_steps: bool = False,
         noise_action_dim: int = 0,
         noise_expansion: str = "tile",
@@ -171,6 +177,7 @@ class SACDiffusionNoise(SAC):
         self.precompute_distillation = precompute_distillation
         self.cuda_graphs = cuda_graphs
         self.torch_compile = torch_compile
+        self.autocast_bf16 = autocast_bf16
         self.overlap_env_steps = overlap_env_steps
         self._launched: np.ndarray | None = None
         self.noise_action_dim = noise_action_dim
@@ -334,9 +341,12 @@ class SACDiffusionNoise(SAC):
             self.logger.record("train/noise_critic_loss", torch.stack(distillation_losses).mean().item())
 
     def gradient_steps_to_run(self) -> tuple[Callable[..., tuple[torch.Tensor, ...]], ...]:
-        """:meth:`_sac_gradients` and :meth:`_distillation_gradients` as ``train`` runs them: compiled with
-        ``torch_compile``, then replayed as CUDA graphs with ``cuda_graphs`` on a CUDA device."""
+        """:meth:`_sac_gradients` and :meth:`_distillation_gradients` as ``train`` runs them: in bfloat16 autocast
+        with ``autocast_bf16``, compiled with ``torch_compile``, then replayed as CUDA graphs with ``cuda_graphs`` on a
+        CUDA device."""
         steps: tuple[Callable[..., tuple[torch.Tensor, ...]], ...] = (self._sac_gradients, self._distillation_gradients)
+        if self.autocast_bf16:
+            steps = tuple(in_bf16_autocast(step, self.device.type) for step in steps)
         if self.torch_compile:
             steps = tuple(compiled(step) for step in steps)
         if self.cuda_graphs and self.device.type == "cuda":
